@@ -1,0 +1,189 @@
+"""The `convtrans` command line: one thin function per subcommand, options → library call.
+
+Heavy libraries (torch, sentencepiece, sacrebleu) are imported inside the commands so that
+`convtrans --help` stays fast. Errors in what the user gave (`UserError`, unreadable files)
+become one line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from convtrans.errors import UserError
+
+app = typer.Typer(
+    name="convtrans",
+    help="Train and run LightConv, DynamicConv, Synthesizer, Lite Transformer and Transformer "
+    "models for translation and summarization.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user-facing failures into `error: ...` on stderr and exit 1 (130 on Ctrl-C)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as err:
+            message = str(err)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+            message = f"{err.strerror}: {err.filename}" if err.filename else str(err)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1)
+
+    return wrapper
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if value else ()
+
+
+@app.command()
+@friendly_errors
+def preprocess(
+    destdir: Annotated[Path, typer.Option("--destdir", "-d", help="Output data directory.")],
+    source_lang: Annotated[Optional[str], typer.Option("--source-lang", "-s", help="Source suffix, e.g. de.")] = None,
+    target_lang: Annotated[Optional[str], typer.Option("--target-lang", "-t", help="Target suffix, e.g. en.")] = None,
+    trainpref: Annotated[Optional[str], typer.Option(help="Train prefix: reads PREFIX.SRC and PREFIX.TGT (.gz too).")] = None,
+    validpref: Annotated[Optional[str], typer.Option(help="Valid prefix(es), comma-separated.")] = None,
+    testpref: Annotated[Optional[str], typer.Option(help="Test prefix(es), comma-separated.")] = None,
+    jsonl_fields: Annotated[
+        Optional[str], typer.Option(help="JSON-lines input PREFIX.jsonl: source and target field, e.g. dialogue,summary.")
+    ] = None,
+    vocab_size: Annotated[int, typer.Option(help="Subword vocabulary size (per model).")] = 8000,
+    model_type: Annotated[str, typer.Option(help="Sentencepiece model type: unigram or bpe.")] = "unigram",
+    character_coverage: Annotated[float, typer.Option(help="Sentencepiece character coverage.")] = 1.0,
+    separate_vocab: Annotated[bool, typer.Option(help="One subword model per side instead of a joint one.")] = False,
+    spm_model: Annotated[
+        Optional[list[Path]], typer.Option(help="Reuse a sentencepiece model (give twice: source, target).")
+    ] = None,
+    moses: Annotated[bool, typer.Option(help="Moses punctuation normalization and tokenization first.")] = False,
+    lowercase: Annotated[bool, typer.Option(help="Lowercase all text.")] = False,
+    max_len: Annotated[Optional[int], typer.Option(help="Train only: drop pairs with a side longer than this.")] = None,
+    max_len_ratio: Annotated[Optional[float], typer.Option(help="Train only: drop pairs with a longer length ratio.")] = None,
+    workers: Annotated[int, typer.Option(help="Threads for encoding.")] = min(4, os.cpu_count() or 1),
+    force: Annotated[bool, typer.Option(help="Replace a data directory that holds different data.")] = False,
+) -> None:
+    """Learn subword models and binarize a parallel corpus into a data directory."""
+    from convtrans.console import progress_callback, stderr
+    from convtrans.data.preprocess import PreprocessOptions
+    from convtrans.data.preprocess import preprocess as run_preprocess
+
+    fields = _csv(jsonl_fields)
+    if jsonl_fields is not None and len(fields) != 2:
+        raise UserError(f"--jsonl-fields needs two comma-separated names (source,target), got {jsonl_fields!r}")
+    if not fields and (source_lang is None or target_lang is None):
+        raise UserError("--source-lang and --target-lang are required (or --jsonl-fields for JSON lines)")
+    opts = PreprocessOptions(
+        source_lang=source_lang or "src", target_lang=target_lang or "tgt", trainpref=trainpref,
+        validpref=_csv(validpref), testpref=_csv(testpref), jsonl_fields=tuple(fields) or None,  # type: ignore[arg-type]
+        vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
+        separate_vocab=separate_vocab, spm_models=tuple(str(p) for p in spm_model or ()), moses=moses,
+        lowercase=lowercase, max_len=max_len, max_len_ratio=max_len_ratio,
+    )
+    started = time.perf_counter()
+    with progress_callback() as progress:
+        reports = run_preprocess(opts, destdir, force=force, threads=workers, progress=progress)
+    for r in reports:
+        dropped = ", ".join(f"{v} {k}" for k, v in r.dropped.items() if v) or "none"
+        tokens = " / ".join(f"{side} {stats['tokens']:,}" for side, stats in r.sides.items())
+        stderr.print(f"{r.name}: {r.pairs_out:,} of {r.pairs_in:,} pairs kept (dropped: {dropped}); "
+                     f"tokens {tokens}")
+    stderr.print(f"wrote {destdir} in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+@friendly_errors
+def score(
+    hyp: Annotated[Path, typer.Argument(help="Hypothesis file (.gz ok), or - for stdin.")],
+    refs: Annotated[list[Path], typer.Argument(help="Reference file(s), line-parallel to HYP.")],
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated: bleu,chrf,ter,rouge.")] = "bleu,chrf",
+    tokenize: Annotated[Optional[str], typer.Option("--tokenize", "-tok", help="sacrebleu tokenizer (13a, intl, zh, char, none, ...).")] = None,
+    lowercase: Annotated[bool, typer.Option("--lowercase", "-lc", help="Case-insensitive BLEU and chrF.")] = False,
+    chrf_word_order: Annotated[int, typer.Option(help="chrF word n-gram order (2 = chrF++).")] = 0,
+    ter_case_sensitive: Annotated[bool, typer.Option(help="Case-sensitive TER (sacrebleu's default is not).")] = False,
+    rouge_stemmer: Annotated[bool, typer.Option(help="Porter stemming in ROUGE.")] = False,
+    baseline: Annotated[Optional[Path], typer.Option(help="Baseline hypotheses: paired bootstrap test against them.")] = None,
+    bootstrap_samples: Annotated[int, typer.Option(help="Resamples for --baseline.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Score hypotheses against references: BLEU, chrF, TER (sacrebleu) and ROUGE (rouge-score)."""
+    from dataclasses import asdict
+
+    from convtrans.data.corpus import read_lines
+    from convtrans.scoring import ScoreOptions, check_lengths, compare
+    from convtrans.scoring import score as run_score
+
+    if [hyp, *refs, baseline].count(Path("-")) > 1:
+        raise UserError("only one input can be read from stdin (-)")
+    opts = ScoreOptions(metrics=_csv(metrics), tokenize=tokenize, lowercase=lowercase,
+                        chrf_word_order=chrf_word_order,
+                        ter_case_sensitive=ter_case_sensitive, rouge_stemmer=rouge_stemmer,
+                        bootstrap_samples=bootstrap_samples)
+    opts.validate()
+    hyp_lines = list(read_lines(hyp))
+    ref_lines = [list(read_lines(ref)) for ref in refs]
+    check_lengths(hyp_lines, ref_lines, [str(hyp), *map(str, refs)])
+    results = run_score(hyp_lines, ref_lines, opts)
+    comparisons = []
+    if baseline is not None:
+        base_lines = list(read_lines(baseline))
+        check_lengths(base_lines, ref_lines, [str(baseline), *map(str, refs)])
+        comparisons = compare(hyp_lines, base_lines, ref_lines, opts)
+    if as_json:
+        payload: dict[str, Any] = {"hyp": str(hyp), "refs": [str(r) for r in refs], "scores": [asdict(r) for r in results]}
+        if baseline is not None:
+            payload["baseline"] = str(baseline)
+            payload["comparison"] = [{**asdict(c), "significant": c.significant} for c in comparisons]
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    for r in results:
+        typer.echo(r.text)
+        typer.echo(f"  signature: {r.signature}")
+    if comparisons:
+        typer.echo(f"paired bootstrap vs {baseline} ({bootstrap_samples} resamples, 95% CI):")
+        for c in comparisons:
+            verdict = "significant" if c.significant else "not significant"
+            typer.echo(f"  {c.name}: {c.system:.2f} (mean {c.system_mean:.2f} ± {c.system_ci:.2f}) "
+                       f"vs baseline {c.baseline:.2f}, p = {c.p_value:.4f}: {verdict}")
+
+
+def _not_available(name: str, issue: int) -> None:
+    """Register a subcommand that exists in --help but is not built yet."""
+
+    @app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                 help=f"(not available yet; see issue #{issue})", add_help_option=False)
+    def command(ctx: typer.Context) -> None:  # noqa: ARG001 - accepts and ignores any arguments
+        typer.echo(f"error: `convtrans {name}` is not available yet (issue #{issue})", err=True)
+        raise typer.Exit(2)
+
+
+_not_available("train", 5)
+_not_available("translate", 6)
+_not_available("summarize", 6)
+_not_available("export", 7)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

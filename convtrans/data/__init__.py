@@ -1,0 +1,1 @@
+"""Data preparation: corpus reading, tokenization, binarized token arrays, batching."""
