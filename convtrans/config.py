@@ -1,0 +1,257 @@
+"""Model configuration: one frozen dataclass that fully describes an EncoderDecoder.
+
+A config round-trips through JSON (saved in every checkpoint, so a checkpoint loads without the
+preset that made it), is read from preset TOML files in models/presets, and takes `key=value`
+overrides cast by the field's type. Validation messages name the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from convtrans.errors import UserError
+
+FORMAT_VERSION = 1
+MIXERS = ("attention", "lightconv", "dynamicconv", "synthesizer", "lsra")
+SYNTH_PARTS = ("dense", "random", "fixed_random", "factorized_dense", "factorized_random", "vanilla")
+CONV_MIXERS = ("lightconv", "dynamicconv", "lsra")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every hyperparameter of an encoder-decoder; names follow fairseq where one exists."""
+
+    format_version: int = FORMAT_VERSION
+    family: str = "transformer"  # display name of the model family; the mixers decide the structure
+    # vocabulary: filled in from the data directory at train time
+    src_vocab_size: int = 8000
+    tgt_vocab_size: int = 8000
+    pad_id: int = 0
+    bos_id: int = 2
+    eos_id: int = 3
+    # widths and depths
+    d_model: int = 512
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    encoder_ffn_dim: int = 2048
+    decoder_ffn_dim: int = 2048
+    encoder_heads: int = 8  # heads of the encoder token mixer (attention or conv)
+    decoder_heads: int = 8  # heads of the decoder self mixer
+    cross_heads: int = 8  # heads of encoder-decoder attention
+    # token mixers: attention | lightconv | dynamicconv | synthesizer | lsra
+    encoder_mixer: str = "attention"
+    decoder_mixer: str = "attention"
+    # convolutions (lightconv, dynamicconv and the conv branch of lsra)
+    encoder_kernel_sizes: tuple[int, ...] = ()  # one per layer (a single value is broadcast)
+    decoder_kernel_sizes: tuple[int, ...] = ()
+    encoder_glu: bool = True  # Linear(d → 2·conv_dim) + GLU before the conv, else Linear(d → conv_dim)
+    decoder_glu: bool = True
+    conv_dim: int = 0  # channels inside a conv block; 0 = d_model
+    # Lite Transformer long-short range attention (mixer "lsra")
+    lsra_attention_dim: int = 0  # channels of the attention branch; the conv branch gets the rest; 0 = d/2
+    lsra_heads: int = 4  # heads of each branch
+    lsra_conv: str = "lightconv"  # conv branch: lightconv | dynamicconv
+    # Synthesizer (mixer "synthesizer"): logits of the parts are mixed with learned softmax weights
+    synth_parts: tuple[str, ...] = ("dense",)
+    synth_max_len: int = 512  # l: synthesized logits cover l positions; longer inputs are refused
+    synth_factors: tuple[int, int] = (16, 32)  # factorized_dense: a·b = synth_max_len
+    synth_rank: int = 16  # factorized_random: R = R1·R2ᵀ with rank k
+    # regularization
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0  # after the FFN's ReLU (fairseq's relu_dropout)
+    weight_dropout: float = 0.0  # DropConnect on normalized conv kernels
+    input_dropout: float = 0.0  # on the input of a conv block
+    # structure
+    normalize_before: bool = False  # pre-norm (True) or post-norm (False)
+    share_all_embeddings: bool = False  # encoder, decoder and output share one matrix (joint vocab)
+    share_decoder_input_output_embed: bool = False
+    learned_positions: bool = False  # else sinusoidal
+    max_source_positions: int = 1024
+    max_target_positions: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_kernel_sizes", "decoder_kernel_sizes", "synth_parts", "synth_factors"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        def need(condition: bool, field: str, message: str) -> None:
+            if not condition:
+                raise UserError(f"config field {field}: {message} (got {getattr(self, field)!r})")
+
+        need(self.format_version == FORMAT_VERSION, "format_version", f"this convtrans reads {FORMAT_VERSION}")
+        for field in ("src_vocab_size", "tgt_vocab_size", "d_model", "encoder_layers", "decoder_layers",
+                      "encoder_ffn_dim", "decoder_ffn_dim", "encoder_heads", "decoder_heads", "cross_heads",
+                      "max_source_positions", "max_target_positions", "lsra_heads", "synth_max_len", "synth_rank"):
+            need(getattr(self, field) > 0, field, "must be positive")
+        for field in ("pad_id", "bos_id", "eos_id"):
+            need(0 <= getattr(self, field) < min(self.src_vocab_size, self.tgt_vocab_size), field, "must be a valid token id")
+        for field in ("dropout", "attention_dropout", "activation_dropout", "weight_dropout", "input_dropout"):
+            need(0.0 <= getattr(self, field) < 1.0, field, "must be in [0, 1)")
+        need(self.conv_dim >= 0, "conv_dim", "must be >= 0")
+        for side in ("encoder", "decoder"):
+            mixer, heads, layers = getattr(self, f"{side}_mixer"), getattr(self, f"{side}_heads"), getattr(self, f"{side}_layers")
+            need(mixer in MIXERS, f"{side}_mixer", f"must be one of {', '.join(MIXERS)}")
+            width = self.conv_width if mixer in ("lightconv", "dynamicconv") else self.d_model
+            if mixer != "lsra":
+                need(width % heads == 0, f"{side}_heads", f"must divide the mixer width {width}")
+            if mixer in CONV_MIXERS:
+                kernels = getattr(self, f"{side}_kernel_sizes")
+                need(len(kernels) in (1, layers), f"{side}_kernel_sizes", f"needs 1 or {side}_layers={layers} values")
+                need(all(k >= 1 for k in kernels), f"{side}_kernel_sizes", "kernel sizes must be positive")
+                if side == "encoder":
+                    need(all(k % 2 == 1 for k in kernels), "encoder_kernel_sizes", "must be odd (centered padding K//2)")
+        need(self.d_model % self.cross_heads == 0, "cross_heads", f"must divide d_model={self.d_model}")
+        if "lsra" in (self.encoder_mixer, self.decoder_mixer):
+            attn = self.lsra_attention_width
+            need(0 < attn < self.d_model, "lsra_attention_dim", f"must be in (0, d_model={self.d_model})")
+            need(attn % self.lsra_heads == 0 and (self.d_model - attn) % self.lsra_heads == 0, "lsra_heads",
+                 "must divide both branch widths")
+            need(self.lsra_conv in ("lightconv", "dynamicconv"), "lsra_conv", "must be lightconv or dynamicconv")
+        if "synthesizer" in (self.encoder_mixer, self.decoder_mixer):
+            need(len(self.synth_parts) > 0 and all(p in SYNTH_PARTS for p in self.synth_parts), "synth_parts",
+                 f"each part must be one of {', '.join(SYNTH_PARTS)}")
+            need(len(set(self.synth_parts)) == len(self.synth_parts), "synth_parts", "parts must not repeat")
+            need(len(self.synth_factors) == 2 and self.synth_factors[0] * self.synth_factors[1] == self.synth_max_len,
+                 "synth_factors", f"needs two numbers whose product is synth_max_len={self.synth_max_len}")
+        if self.share_all_embeddings:
+            need(self.src_vocab_size == self.tgt_vocab_size, "share_all_embeddings", "needs a joint vocabulary")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def conv_width(self) -> int:
+        return self.conv_dim or self.d_model
+
+    @property
+    def lsra_attention_width(self) -> int:
+        return self.lsra_attention_dim or self.d_model // 2
+
+    def kernel_size(self, side: str, layer: int) -> int:
+        kernels = getattr(self, f"{side}_kernel_sizes")
+        return kernels[0] if len(kernels) == 1 else kernels[layer]
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**{k: _cast(cls, k, v) for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, assignments: list[str]) -> ModelConfig:
+        """Apply `key=value` strings, each value parsed by the field's type (`3,7,15` for tuples)."""
+        changes = {}
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            key = key.strip()
+            if not sep:
+                raise UserError(f"--set expects key=value, got {assignment!r}")
+            changes[key] = parse_field(type(self), key, raw.strip())
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def _field_type(cls: type, name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise UserError(f"unknown config field {name!r}")
+    return hints[name]
+
+
+def _cast(cls: type, name: str, value: Any) -> Any:
+    """Check a JSON/TOML value against the field's type (lists become tuples, ints may be floats)."""
+    hint = _field_type(cls, name)
+
+    def scalar(kind: type, item: Any) -> Any:
+        if kind is float and type(item) is int:
+            return float(item)
+        if type(item) is not kind:
+            raise UserError(f"config field {name}: expected {_type_name(hint)}, got {value!r}")
+        return item
+
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config field {name}: expected a list, got {value!r}")
+        return tuple(scalar(typing.get_args(hint)[0], item) for item in value)
+    return scalar(hint, value)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def parse_field(cls: type, name: str, raw: str) -> Any:
+    """Parse a command-line string for a field of `cls` by its type."""
+    hint = _field_type(cls, name)
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            item = typing.get_args(hint)[0]
+            return tuple(item(part.strip()) for part in raw.split(",") if part.strip())
+        if hint is bool:
+            lowered = raw.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        return hint(raw)
+    except (TypeError, ValueError):
+        raise UserError(f"{name}={raw!r}: expected {_type_name(hint)}") from None
+
+
+# ---------------------------------------------------------------------- presets
+def presets_dir() -> Path:
+    from convtrans.paths import zoo_dir
+
+    return zoo_dir() / "presets"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in presets_dir().glob("*.toml"))
+
+
+def read_preset(name_or_path: str) -> dict[str, Any]:
+    """The raw tables of a preset: top-level model fields plus optional [train] / [generate]."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.is_file()):
+        path = presets_dir() / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise UserError(f"unknown preset {name_or_path!r}; see `convtrans train --list-archs`")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: invalid TOML ({err})") from None
+
+
+def load_preset(name_or_path: str, overrides: list[str] | None = None, **fields: Any) -> ModelConfig:
+    """A ModelConfig from a preset name (models/presets) or a .toml path, then fields, then overrides."""
+    data = {k: v for k, v in read_preset(name_or_path).items() if not isinstance(v, dict)}
+    config = ModelConfig.from_dict({**data, **fields})
+    return config.with_overrides(overrides or [])

@@ -1,0 +1,230 @@
+"""EncoderDecoder: the one seq2seq skeleton every zoo model shares; only the token mixer differs.
+
+    embeddings (× √d, + positions, dropout)
+    encoder layer: x ← x + drop(mixer(x)); x ← x + drop(ffn(x))          (LayerNorm pre or post)
+    decoder layer: x ← x + drop(self_mixer(x)); x ← x + drop(cross_attn(x, enc)); x ← x + drop(ffn(x))
+    output projection (optionally tied to the embeddings)
+
+`forward` trains on whole sequences; `decode_step` continues a DecoderCache by the new tokens
+(step-by-step decoding gives the same logits as `forward`). Padding masks are True at pads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convtrans.config import ModelConfig
+from convtrans.nn.attention import MultiheadAttention, xavier_linear
+from convtrans.nn.cache import DecoderCache
+from convtrans.nn.conv import ConvMixer
+from convtrans.nn.lsra import LSRAMixer
+from convtrans.nn.synthesizer import SynthesizerMixer
+
+
+def _attention(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
+    return _AttentionMixer(cfg.d_model, getattr(cfg, f"{side}_heads"), cfg.attention_dropout, causal)
+
+
+def _conv(kind: str) -> Callable[[ModelConfig, str, int, bool], nn.Module]:
+    def build(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
+        return ConvMixer(cfg.d_model, cfg.conv_width, getattr(cfg, f"{side}_heads"), cfg.kernel_size(side, layer),
+                         kind, getattr(cfg, f"{side}_glu"), causal, cfg.weight_dropout, cfg.input_dropout)
+    return build
+
+
+def _synthesizer(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
+    return SynthesizerMixer(cfg.d_model, getattr(cfg, f"{side}_heads"), cfg.synth_parts, cfg.synth_max_len,
+                            cfg.synth_factors, cfg.synth_rank, cfg.attention_dropout, causal)
+
+
+def _lsra(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
+    return LSRAMixer(cfg.d_model, cfg.lsra_attention_width, cfg.lsra_heads, cfg.kernel_size(side, layer),
+                     cfg.lsra_conv, getattr(cfg, f"{side}_glu"), causal, cfg.attention_dropout, cfg.weight_dropout)
+
+
+class _AttentionMixer(nn.Module):
+    """Self-attention with the mixer signature (x, pad_mask, cache) -> (y, cache)."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float, causal: bool) -> None:
+        super().__init__()
+        self.causal = causal
+        self.attn = MultiheadAttention(d_model, heads, dropout)
+
+    def forward(self, x, pad_mask=None, cache=None):  # noqa: ANN001, ANN201 - same as MultiheadAttention
+        return self.attn(x, pad_mask, self.causal, cache)
+
+
+# The token mixers: name -> builder(config, "encoder" | "decoder", layer index, causal).
+MIXERS: dict[str, Callable[[ModelConfig, str, int, bool], nn.Module]] = {
+    "attention": _attention,
+    "lightconv": _conv("lightconv"),
+    "dynamicconv": _conv("dynamicconv"),
+    "synthesizer": _synthesizer,
+    "lsra": _lsra,
+}
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, ffn_dim: int, activation_dropout: float) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = xavier_linear(d_model, ffn_dim), xavier_linear(ffn_dim, d_model)
+        self.activation_dropout = activation_dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.dropout(torch.relu(self.fc1(x)), self.activation_dropout, self.training))
+
+
+class _Sublayer(nn.Module):
+    """Residual wrapper: pre-norm x + drop(f(LN(x))) or post-norm LN(x + drop(f(x)))."""
+
+    def __init__(self, d_model: int, dropout: float, normalize_before: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout, self.normalize_before = dropout, normalize_before
+
+    def forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if self.normalize_before:
+            return x + F.dropout(fn(self.norm(x)), self.dropout, self.training)
+        return self.norm(x + F.dropout(fn(x), self.dropout, self.training))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.mixer = MIXERS[cfg.encoder_mixer](cfg, "encoder", layer, False)
+        self.ffn = FeedForward(cfg.d_model, cfg.encoder_ffn_dim, cfg.activation_dropout)
+        self.mix_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
+        self.ffn_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        x = self.mix_block(x, lambda h: self.mixer(h, pad_mask)[0])
+        return self.ffn_block(x, self.ffn)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.mixer = MIXERS[cfg.decoder_mixer](cfg, "decoder", layer, True)
+        self.cross = MultiheadAttention(cfg.d_model, cfg.cross_heads, cfg.attention_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.decoder_ffn_dim, cfg.activation_dropout)
+        self.mix_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
+        self.cross_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
+        self.ffn_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
+
+    def forward(self, x, enc_out, enc_mask, self_state=None, cross_state=None):  # noqa: ANN001, ANN201
+        """x: (B, t, d) new steps → (B, t, d), new self state, cross keys/values."""
+        states = {}
+
+        def mix(h: torch.Tensor) -> torch.Tensor:
+            y, states["self"] = self.mixer(h, None, self_state)
+            return y
+
+        def cross(h: torch.Tensor) -> torch.Tensor:
+            y, states["cross"] = self.cross.cross(h, enc_out, enc_mask, cross_state)
+            return y
+
+        x = self.mix_block(x, mix)
+        x = self.cross_block(x, cross)
+        return self.ffn_block(x, self.ffn), states["self"], states["cross"]
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) table: sin on the first half of the channels, cos on the second (fairseq)."""
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float) * -(math.log(10000.0) / max(half - 1, 1)))
+    angles = torch.arange(length, dtype=torch.float).unsqueeze(1) * freq.unsqueeze(0)  # (L, half)
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return F.pad(table, (0, dim % 2))
+
+
+class Embedding(nn.Module):
+    """Token embedding × √d plus positions, then dropout."""
+
+    def __init__(self, vocab: int, d_model: int, pad_id: int, max_positions: int, learned: bool, dropout: float,
+                 tokens: nn.Embedding | None = None) -> None:
+        super().__init__()
+        self.tokens = tokens or _embedding(vocab, d_model, pad_id)
+        self.scale, self.dropout, self.max_positions = math.sqrt(d_model), dropout, max_positions
+        if learned:
+            self.positions = nn.Embedding(max_positions, d_model)
+            nn.init.normal_(self.positions.weight, std=d_model**-0.5)
+        else:
+            self.register_buffer("table", sinusoidal_positions(max_positions, d_model), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """tokens (B, T) at positions start..start+T-1 → (B, T, d)."""
+        end = start + tokens.shape[1]
+        if end > self.max_positions:
+            raise ValueError(f"sequence of {end} positions exceeds max positions {self.max_positions}")
+        pos = self.positions.weight[start:end] if hasattr(self, "positions") else self.table[start:end]
+        return F.dropout(self.tokens(tokens) * self.scale + pos, self.dropout, self.training)
+
+
+def _embedding(vocab: int, d_model: int, pad_id: int) -> nn.Embedding:
+    emb = nn.Embedding(vocab, d_model, padding_idx=pad_id)
+    nn.init.normal_(emb.weight, std=d_model**-0.5)
+    with torch.no_grad():
+        emb.weight[pad_id].zero_()
+    return emb
+
+
+class EncoderDecoder(nn.Module):
+    """A zoo model built from its ModelConfig."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        cfg = self.config = config
+        src_tokens = _embedding(cfg.src_vocab_size, cfg.d_model, cfg.pad_id)
+        tgt_tokens = src_tokens if cfg.share_all_embeddings else None
+        self.src_embed = Embedding(cfg.src_vocab_size, cfg.d_model, cfg.pad_id, cfg.max_source_positions,
+                                   cfg.learned_positions, cfg.dropout, src_tokens)
+        self.tgt_embed = Embedding(cfg.tgt_vocab_size, cfg.d_model, cfg.pad_id, cfg.max_target_positions,
+                                   cfg.learned_positions, cfg.dropout, tgt_tokens)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.decoder_layers))
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.normalize_before else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.normalize_before else nn.Identity()
+        self.output = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
+        if cfg.share_all_embeddings or cfg.share_decoder_input_output_embed:
+            self.output.weight = self.tgt_embed.tokens.weight
+        else:
+            nn.init.normal_(self.output.weight, std=cfg.d_model**-0.5)
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """src (B, S) token ids → encoder output (B, S, d) and its padding mask (B, S)."""
+        pad_mask = src.eq(self.config.pad_id)
+        x = self.src_embed(src)
+        for layer in self.encoder:
+            x = layer(x, pad_mask)
+        return self.encoder_norm(x), pad_mask
+
+    def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
+                    cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
+        """Continue decoding by `tokens` (B, t): logits (B, t, V) for the new positions and the cache
+        to continue from. With cache=None, decoding starts at position 0."""
+        cache = cache or DecoderCache()
+        n_layers = len(self.decoder)
+        self_states = cache.self_states or [None] * n_layers
+        cross_states = cache.cross_states or [None] * n_layers
+        x = self.tgt_embed(tokens, start=cache.step)
+        new_self, new_cross = [], []
+        for layer, self_state, cross_state in zip(self.decoder, self_states, cross_states):
+            x, self_state, cross_state = layer(x, enc_out, enc_mask, self_state, cross_state)
+            new_self.append(self_state)
+            new_cross.append(cross_state)
+        logits = self.output(self.decoder_norm(x))
+        return logits, DecoderCache(cache.step + tokens.shape[1], new_self, new_cross)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) for target inputs tgt_in (B, T) (BOS + target[:-1])."""
+        enc_out, enc_mask = self.encode(src)
+        return self.decode_step(tgt_in, enc_out, enc_mask)[0]
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (tied matrices counted once)."""
+        return sum(p.numel() for p in self.parameters())
