@@ -174,7 +174,45 @@ def _not_available(name: str, issue: int) -> None:
         raise typer.Exit(2)
 
 
-_not_available("train", 5)
+@app.command()
+@friendly_errors
+def train(
+    list_archs: Annotated[bool, typer.Option("--list-archs", help="List the presets with parameters and Mult-Adds.")] = False,
+    vocab_size: Annotated[int, typer.Option(help="--list-archs: vocabulary size of both sides.")] = 32768,
+    src_vocab_size: Annotated[Optional[int], typer.Option(help="--list-archs: source vocabulary (default: --vocab-size).")] = None,
+    tgt_vocab_size: Annotated[Optional[int], typer.Option(help="--list-archs: target vocabulary (default: --vocab-size).")] = None,
+    sentence_len: Annotated[int, typer.Option(help="--list-archs: tokens per side for Mult-Adds.")] = 30,
+) -> None:
+    """Train a zoo model on a preprocessed data directory (`--list-archs` lists the presets)."""
+    if not list_archs:
+        raise UserError("`convtrans train` is not available yet (issue #5); `--list-archs` is")
+    _print_archs(src_vocab_size or vocab_size, tgt_vocab_size or vocab_size, sentence_len)
+
+
+def _print_archs(src_vocab: int, tgt_vocab: int, sentence_len: int) -> None:
+    """A table of every preset: family, mixers, parameters and Mult-Adds (stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from convtrans.config import list_presets, load_preset, read_preset
+    from convtrans.costs import measure
+
+    table = Table(title=f"convtrans presets (vocab {src_vocab}/{tgt_vocab}; Mult-Adds for a "
+                  f"{sentence_len}+{sentence_len}-token pair, output projection excluded)")
+    for column in ("preset", "family", "layers", "d", "params", "non-emb params", "Mult-Adds", "per tgt token"):
+        table.add_column(column, justify="left" if column in ("preset", "family") else "right")
+    for name in list_presets():
+        fields = {"src_vocab_size": src_vocab, "tgt_vocab_size": tgt_vocab}
+        if read_preset(name).get("share_all_embeddings") and src_vocab != tgt_vocab:
+            fields["tgt_vocab_size"] = src_vocab  # a shared matrix needs one vocabulary
+        config = load_preset(name, **fields)
+        costs = measure(config, sentence_len, sentence_len)
+        table.add_row(name, config.family, f"{config.encoder_layers}+{config.decoder_layers}", str(config.d_model),
+                      f"{costs.parameters / 1e6:.2f}M", f"{(costs.parameters - costs.embedding_parameters) / 1e6:.2f}M",
+                      f"{costs.mult_adds / 1e6:.1f}M", f"{costs.mult_adds_per_target_token / 1e6:.2f}M")
+    Console(width=200).print(table)
+
+
 _not_available("translate", 6)
 _not_available("summarize", 6)
 _not_available("export", 7)

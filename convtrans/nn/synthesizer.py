@@ -117,7 +117,8 @@ class SynthesizerMixer(nn.Module):
             blocked = blocked | (torch.arange(k_len, device=x.device).unsqueeze(0) > q_abs)
         if pad_mask is not None:
             blocked = blocked | pad_mask[:, None, None, :]
-        weights = torch.softmax(logits.float().masked_fill(blocked, float("-inf")), dim=-1).to(v.dtype)
+        acc = torch.promote_types(logits.dtype, torch.float32)  # softmax in at least fp32
+        weights = torch.softmax(logits.to(acc).masked_fill(blocked, float("-inf")), dim=-1).to(v.dtype)
         weights = nn.functional.dropout(weights, self.dropout, self.training)
         out = self.out_proj(merge_heads(torch.matmul(weights, v)))
         new_cache = SynthCache(start + time, v, k) if self.causal else None

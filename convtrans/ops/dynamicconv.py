@@ -39,11 +39,12 @@ def dynamicconv_ref(
     _check(x, weight, padding_l)
     batch, time, channels = x.shape
     heads, taps = weight.shape[2], weight.shape[3]
-    w = torch.softmax(weight.float(), dim=-1)  # (B, T, H, K)
+    acc = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 accumulate in fp32, fp64 stays
+    w = torch.softmax(weight.to(acc), dim=-1)  # (B, T, H, K)
     if training and dropconnect > 0:
         w = F.dropout(w, dropconnect, training=True)
     w = w.unsqueeze(3)  # (B, T, H, 1, K): broadcast over the channels of a head
-    xp = F.pad(x.float(), (0, 0, padding_l, taps - 1 - padding_l))  # (B, T + K - 1, C)
+    xp = F.pad(x.to(acc), (0, 0, padding_l, taps - 1 - padding_l))  # (B, T + K - 1, C)
     xp = xp.view(batch, time + taps - 1, heads, channels // heads)  # (B, T + K - 1, H, R)
     out = xp[:, 0:time] * w[..., 0]
     for k in range(1, taps):

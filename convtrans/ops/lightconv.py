@@ -37,11 +37,12 @@ def lightconv_ref(
     _check(x, weight, padding_l)
     batch, time, channels = x.shape
     heads, taps = weight.shape
-    w = torch.softmax(weight.float(), dim=-1)  # (H, K)
+    acc = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 accumulate in fp32, fp64 stays
+    w = torch.softmax(weight.to(acc), dim=-1)  # (H, K)
     if training and dropconnect > 0:
         w = F.dropout(w, dropconnect, training=True)
     w = w.repeat_interleave(channels // heads, dim=0).unsqueeze(1)  # (C, 1, K), contiguous head map
-    xt = F.pad(x.float().transpose(1, 2), (padding_l, taps - 1 - padding_l))  # (B, C, T + K - 1)
+    xt = F.pad(x.to(acc).transpose(1, 2), (padding_l, taps - 1 - padding_l))  # (B, C, T + K - 1)
     out = F.conv1d(xt, w, groups=channels)  # (B, C, T)
     return out.transpose(1, 2).to(x.dtype)  # (B, T, C)
 

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from convtrans.config import ModelConfig, list_presets, load_preset
+from convtrans.errors import UserError
+from convtrans.model import EncoderDecoder
+
+
+def test_json_round_trip_rebuilds_identical_model() -> None:
+    config = load_preset("tiny_lite_transformer", src_vocab_size=50, tgt_vocab_size=60)
+    restored = ModelConfig.from_json(config.to_json())
+    assert restored == config and isinstance(restored.encoder_kernel_sizes, tuple)
+    shapes = {k: v.shape for k, v in EncoderDecoder(config).state_dict().items()}
+    assert shapes == {k: v.shape for k, v in EncoderDecoder(restored).state_dict().items()}
+
+
+def test_every_preset_loads_and_validates() -> None:
+    names = list_presets()
+    families = {load_preset(n).family for n in names}
+    assert families == {"transformer", "lightconv", "dynamicconv", "synthesizer", "lite_transformer"}
+    for required in ("transformer_iwslt_de_en", "transformer_wmt_en_de", "transformer_wmt_en_de_big",
+                     "lightconv_iwslt_de_en", "dynamicconv_wmt_en_de_big", "lightconv_wmt_en_fr_big",
+                     "dynamicconv_wmt_zh_en_big", "lite_transformer_iwslt_de_en_160", "lite_transformer_wmt_en_de_496",
+                     "synthesizer_random_vanilla_wmt_en_de", "synthesizer_factorized_random_wmt_en_de",
+                     "dynamicconv_cnn_dm", "tiny_synthesizer"):
+        assert required in names
+
+
+def test_unknown_fields_and_wrong_types_are_refused_by_name() -> None:
+    data = load_preset("tiny_transformer").to_dict()
+    with pytest.raises(UserError, match="unknown config field.*: colour"):
+        ModelConfig.from_dict({**data, "colour": "red"})
+    with pytest.raises(UserError, match="config field d_model: expected int"):
+        ModelConfig.from_dict({**data, "d_model": "32"})
+    with pytest.raises(UserError, match="config field encoder_heads: must divide the mixer width 32"):
+        ModelConfig.from_dict({**data, "encoder_heads": 5})
+    lightconv = load_preset("tiny_lightconv").to_dict()
+    with pytest.raises(UserError, match="config field encoder_kernel_sizes: needs 1 or encoder_layers=2 values"):
+        ModelConfig.from_dict({**lightconv, "encoder_kernel_sizes": [3, 5, 7]})
+    with pytest.raises(UserError, match="config field encoder_kernel_sizes: must be odd"):
+        ModelConfig.from_dict({**lightconv, "encoder_kernel_sizes": [4]})
+    with pytest.raises(UserError, match="synth_factors"):
+        load_preset("tiny_synthesizer", synth_factors=(3, 3))
+
+
+def test_overrides_are_cast_by_field_type() -> None:
+    config = load_preset("tiny_dynamicconv", overrides=[
+        "d_model=64", "dropout=0.25", "encoder_glu=false", "encoder_kernel_sizes=5,9", "family=custom"])
+    assert (config.d_model, config.dropout, config.encoder_glu, config.encoder_kernel_sizes, config.family) == (
+        64, 0.25, False, (5, 9), "custom")
+    with pytest.raises(UserError, match="d_model='wide': expected int"):
+        load_preset("tiny_transformer", overrides=["d_model=wide"])
+    with pytest.raises(UserError, match="--set expects key=value"):
+        load_preset("tiny_transformer", overrides=["d_model"])
+    with pytest.raises(UserError, match="unknown config field 'depth'"):
+        load_preset("tiny_transformer", overrides=["depth=3"])
+
+
+def test_preset_file_path_and_unknown_name(tmp_path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('family = "mine"\nd_model = 64\nencoder_heads = 4\n[train]\nlr = 1e-3\n')
+    assert load_preset(str(path)).d_model == 64
+    with pytest.raises(UserError, match="unknown preset 'nope'"):
+        load_preset("nope")
+    assert json.loads(load_preset(str(path)).to_json())["family"] == "mine"
