@@ -28,8 +28,44 @@ SYNTH_PARTS = ("dense", "random", "fixed_random", "factorized_dense", "factorize
 CONV_MIXERS = ("lightconv", "dynamicconv", "lsra")
 
 
+class _Serializable:
+    """to/from dict and JSON with unknown keys refused and values checked against field types,
+    plus `key=value` overrides parsed by the field's type (`3,7,15` for tuples)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):  # noqa: ANN206 - returns cls
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**{k: _cast(cls, k, v) for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str):  # noqa: ANN206
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any):  # noqa: ANN201
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, assignments: list[str]):  # noqa: ANN201
+        changes = {}
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            key = key.strip()
+            if not sep:
+                raise UserError(f"--set expects key=value, got {assignment!r}")
+            changes[key] = parse_field(type(self), key, raw.strip())
+        return self.from_dict({**self.to_dict(), **changes})
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Serializable):
     """Every hyperparameter of an encoder-decoder; names follow fairseq where one exists."""
 
     format_version: int = FORMAT_VERSION
@@ -145,38 +181,6 @@ class ModelConfig:
         kernels = getattr(self, f"{side}_kernel_sizes")
         return kernels[0] if len(kernels) == 1 else kernels[layer]
 
-    # ------------------------------------------------------------------ (de)serialization
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**{k: _cast(cls, k, v) for k, v in data.items()})
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
-    def with_overrides(self, assignments: list[str]) -> ModelConfig:
-        """Apply `key=value` strings, each value parsed by the field's type (`3,7,15` for tuples)."""
-        changes = {}
-        for assignment in assignments:
-            key, sep, raw = assignment.partition("=")
-            key = key.strip()
-            if not sep:
-                raise UserError(f"--set expects key=value, got {assignment!r}")
-            changes[key] = parse_field(type(self), key, raw.strip())
-        return self.from_dict({**self.to_dict(), **changes})
 
 
 def _field_type(cls: type, name: str) -> Any:
@@ -226,6 +230,96 @@ def parse_field(cls: type, name: str, raw: str) -> Any:
         raise UserError(f"{name}={raw!r}: expected {_type_name(hint)}") from None
 
 
+@dataclass(frozen=True)
+class TrainConfig(_Serializable):
+    """How to train: optimizer, schedule, batching, precision, checkpointing (fairseq names).
+
+    Presets carry the paper recipe in a [train] table; the CLI overrides single fields.
+    """
+
+    lr: float = 5e-4
+    lr_scheduler: str = "inverse_sqrt"  # inverse_sqrt | cosine | fixed
+    warmup_updates: int = 4000
+    warmup_init_lr: float = 1e-7
+    min_lr: float = 1e-7  # cosine: floor of the schedule
+    lr_period_updates: int = 0  # cosine: length of the first period after warmup (0 = until max_update)
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0  # 0 = no clipping
+    label_smoothing: float = 0.1
+    max_tokens: int = 4096  # per batch, source or target side, whichever is longer (padding included)
+    update_freq: int = 1  # gradient accumulation: batches per update
+    max_update: int = 0  # 0 = no limit
+    max_epoch: int = 0  # 0 = no limit
+    seed: int = 1
+    amp: str = "off"  # off | bf16 | fp16 (with a dynamic loss scaler)
+    validate_interval_updates: int = 0  # 0 = validate at the end of each epoch
+    save_interval_updates: int = 0  # 0 = save at each validation
+    keep_last: int = 5  # numbered checkpoints kept besides checkpoint_last/checkpoint_best
+    patience: int = 0  # stop after this many validations without improvement (0 = never)
+    best_metric: str = "auto"  # loss | bleu | rouge | auto (bleu for translation, rouge for summaries)
+    valid_beam: int = 1  # beam for validation decoding (1 = greedy)
+    valid_max_sentences: int = 0  # decode at most this many valid sentences for BLEU/ROUGE (0 = all)
+    average_last: int = 0  # recipe note: average this many last checkpoints for evaluation
+    log_interval: int = 50  # updates between JSON log lines
+    max_nonfinite: int = 10  # stop after this many consecutive non-finite losses
+
+    def __post_init__(self) -> None:
+        if isinstance(self.adam_betas, list):
+            object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
+        checks = [
+            (self.lr > 0, "lr", "must be positive"),
+            (self.lr_scheduler in ("inverse_sqrt", "cosine", "fixed"), "lr_scheduler", "must be inverse_sqrt, cosine or fixed"),
+            (self.warmup_updates >= 0, "warmup_updates", "must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)"),
+            (self.max_tokens > 0, "max_tokens", "must be positive"),
+            (self.update_freq >= 1, "update_freq", "must be >= 1"),
+            (self.max_update >= 0 and self.max_epoch >= 0, "max_update", "limits must be >= 0"),
+            (self.amp in ("off", "bf16", "fp16"), "amp", "must be off, bf16 or fp16"),
+            (self.keep_last >= 0, "keep_last", "must be >= 0"),
+            (self.best_metric in ("auto", "loss", "bleu", "rouge"), "best_metric", "must be auto, loss, bleu or rouge"),
+            (self.valid_beam >= 1, "valid_beam", "must be >= 1"),
+            (self.clip_norm >= 0 and self.weight_decay >= 0, "clip_norm", "clip_norm and weight_decay must be >= 0"),
+        ]
+        for ok, field, message in checks:
+            if not ok:
+                raise UserError(f"train field {field}: {message} (got {getattr(self, field)!r})")
+
+
+@dataclass(frozen=True)
+class GenerateConfig(_Serializable):
+    """How to decode: search, length limits and constraints (fairseq names)."""
+
+    beam: int = 5
+    lenpen: float = 1.0  # score / length**lenpen ranks finished hypotheses
+    n_best: int = 1
+    min_len: int = 1  # minimum output length in subwords (EOS is blocked before)
+    max_len_a: float = 1.2  # maximum output length = max_len_a * source length + max_len_b
+    max_len_b: int = 10
+    no_repeat_ngram: int = 0  # block repeated n-grams of this size (0 = off)
+    sampling: bool = False  # sample instead of beam search
+    temperature: float = 1.0
+    top_k: int = 0  # sampling: keep the k most likely tokens (0 = all)
+    top_p: float = 1.0  # sampling: nucleus mass
+    seed: int = 0  # sampling seed
+    max_source_len: int = 0  # truncate sources to this many subwords (0 = the model's limit)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.beam >= 1, "beam", "must be >= 1"),
+            (1 <= self.n_best <= max(self.beam, 1) or self.sampling, "n_best", "must be in [1, beam]"),
+            (self.min_len >= 0 and self.max_len_b >= 0 and self.max_len_a >= 0, "min_len", "length limits must be >= 0"),
+            (self.no_repeat_ngram >= 0, "no_repeat_ngram", "must be >= 0"),
+            (self.temperature > 0, "temperature", "must be positive"),
+            (self.top_k >= 0 and 0 < self.top_p <= 1, "top_p", "top_k must be >= 0 and top_p in (0, 1]"),
+            (self.max_source_len >= 0, "max_source_len", "must be >= 0"),
+        ]
+        for ok, field, message in checks:
+            if not ok:
+                raise UserError(f"generate field {field}: {message} (got {getattr(self, field)!r})")
+
+
 # ---------------------------------------------------------------------- presets
 def presets_dir() -> Path:
     from convtrans.paths import zoo_dir
@@ -255,3 +349,9 @@ def load_preset(name_or_path: str, overrides: list[str] | None = None, **fields:
     data = {k: v for k, v in read_preset(name_or_path).items() if not isinstance(v, dict)}
     config = ModelConfig.from_dict({**data, **fields})
     return config.with_overrides(overrides or [])
+
+
+def preset_recipe(name_or_path: str) -> tuple[TrainConfig, GenerateConfig]:
+    """The preset's [train] and [generate] tables as configs (defaults where absent)."""
+    raw = read_preset(name_or_path)
+    return TrainConfig.from_dict(raw.get("train", {})), GenerateConfig.from_dict(raw.get("generate", {}))

@@ -29,7 +29,7 @@ def test_every_preset_loads_and_validates() -> None:
 
 def test_unknown_fields_and_wrong_types_are_refused_by_name() -> None:
     data = load_preset("tiny_transformer").to_dict()
-    with pytest.raises(UserError, match="unknown config field.*: colour"):
+    with pytest.raises(UserError, match="unknown ModelConfig field.*: colour"):
         ModelConfig.from_dict({**data, "colour": "red"})
     with pytest.raises(UserError, match="config field d_model: expected int"):
         ModelConfig.from_dict({**data, "d_model": "32"})
@@ -64,3 +64,17 @@ def test_preset_file_path_and_unknown_name(tmp_path) -> None:
     with pytest.raises(UserError, match="unknown preset 'nope'"):
         load_preset("nope")
     assert json.loads(load_preset(str(path)).to_json())["family"] == "mine"
+
+
+def test_every_preset_recipe_is_a_valid_train_and_generate_config() -> None:
+    from convtrans.config import preset_recipe
+
+    for name in list_presets():
+        train, generate = preset_recipe(name)
+        assert train.lr > 0 and generate.beam >= 1
+    train, generate = preset_recipe("dynamicconv_cnn_dm")
+    assert (generate.min_len, generate.no_repeat_ngram, generate.max_source_len) == (55, 3, 400)
+    with pytest.raises(UserError, match="train field amp"):
+        from convtrans.config import TrainConfig
+
+        TrainConfig(amp="fp8")
