@@ -177,16 +177,67 @@ def _not_available(name: str, issue: int) -> None:
 @app.command()
 @friendly_errors
 def train(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Preprocessed data directory.")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", "-a", help="Preset name (see --list-archs) or .toml file.")] = None,
+    save_dir: Annotated[Optional[Path], typer.Option("--save-dir", "-o", help="Run directory (resumes if it has checkpoint_last).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML with arch, [train], [model], [generate] tables.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model field override key=value (repeatable).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per batch (with padding).")] = None,
+    update_freq: Annotated[Optional[int], typer.Option(help="Batches per update (gradient accumulation).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    lr_scheduler: Annotated[Optional[str], typer.Option(help="inverse_sqrt, cosine or fixed.")] = None,
+    warmup_updates: Annotated[Optional[int], typer.Option(help="Linear warmup updates.")] = None,
+    max_update: Annotated[Optional[int], typer.Option(help="Stop after this many updates.")] = None,
+    max_epoch: Annotated[Optional[int], typer.Option(help="Stop after this many epochs.")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing epsilon.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Model dropout.")] = None,
+    attention_dropout: Annotated[Optional[float], typer.Option(help="Attention dropout.")] = None,
+    weight_dropout: Annotated[Optional[float], typer.Option(help="DropConnect on conv kernels.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Decoupled weight decay.")] = None,
+    clip_norm: Annotated[Optional[float], typer.Option(help="Gradient clipping norm (0 = off).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="Mixed precision: off, bf16 or fp16 (loss-scaled).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    keep_last: Annotated[Optional[int], typer.Option(help="Numbered checkpoints to keep.")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after N validations without improvement.")] = None,
+    validate_interval_updates: Annotated[Optional[int], typer.Option(help="Validate every N updates (0 = each epoch).")] = None,
+    save_interval_updates: Annotated[Optional[int], typer.Option(help="Also save every N updates.")] = None,
+    valid_bleu: Annotated[bool, typer.Option(help="Decode the valid split for BLEU (ROUGE on summaries).")] = True,
+    valid_beam: Annotated[Optional[int], typer.Option(help="Beam for validation decoding (1 = greedy).")] = None,
+    valid_max_sentences: Annotated[Optional[int], typer.Option(help="Decode at most N valid sentences.")] = None,
+    log_interval: Annotated[Optional[int], typer.Option(help="Updates between metrics.jsonl lines.")] = None,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the presets with parameters and Mult-Adds.")] = False,
     vocab_size: Annotated[int, typer.Option(help="--list-archs: vocabulary size of both sides.")] = 32768,
     src_vocab_size: Annotated[Optional[int], typer.Option(help="--list-archs: source vocabulary (default: --vocab-size).")] = None,
     tgt_vocab_size: Annotated[Optional[int], typer.Option(help="--list-archs: target vocabulary (default: --vocab-size).")] = None,
     sentence_len: Annotated[int, typer.Option(help="--list-archs: tokens per side for Mult-Adds.")] = 30,
 ) -> None:
-    """Train a zoo model on a preprocessed data directory (`--list-archs` lists the presets)."""
-    if not list_archs:
-        raise UserError("`convtrans train` is not available yet (issue #5); `--list-archs` is")
-    _print_archs(src_vocab_size or vocab_size, tgt_vocab_size or vocab_size, sentence_len)
+    """Train a zoo model on a preprocessed data directory (`--list-archs` lists the presets).
+
+    Multi-GPU / multi-node: `torchrun --nproc_per_node N -m convtrans train ...`.
+    """
+    if list_archs:
+        _print_archs(src_vocab_size or vocab_size, tgt_vocab_size or vocab_size, sentence_len)
+        return
+    from convtrans.training_setup import TrainRequest, run_train
+
+    train_options = dict(max_tokens=max_tokens, update_freq=update_freq, lr=lr, lr_scheduler=lr_scheduler,
+                         warmup_updates=warmup_updates, max_update=max_update, max_epoch=max_epoch,
+                         label_smoothing=label_smoothing, weight_decay=weight_decay, clip_norm=clip_norm, seed=seed,
+                         amp=amp, keep_last=keep_last, patience=patience,
+                         validate_interval_updates=validate_interval_updates,
+                         save_interval_updates=save_interval_updates, valid_beam=valid_beam,
+                         valid_max_sentences=valid_max_sentences, log_interval=log_interval)
+    model_options = dict(dropout=dropout, attention_dropout=attention_dropout, weight_dropout=weight_dropout)
+    request = TrainRequest(
+        data_dir=data_dir, arch=arch, save_dir=save_dir, config_file=config, overrides=list(set_ or []),
+        train_options={k: v for k, v in train_options.items() if v is not None},
+        model_options={k: v for k, v in model_options.items() if v is not None},
+        device=device, valid_metric=valid_bleu,
+    )
+    code = run_train(request)
+    if code:
+        raise typer.Exit(code)
 
 
 def _print_archs(src_vocab: int, tgt_vocab: int, sentence_len: int) -> None:

@@ -1,0 +1,198 @@
+"""Checkpoint directories: everything needed to translate with (or resume) a model.
+
+    checkpoint dir = config.json        model config, data info (languages, text options,
+                                        tokenizer files), decoding defaults, file checksums
+                   + model.safetensors  weights (never pickled)
+                   + spm*.model         the sentencepiece model(s)
+                   + train_state.pt     optimizer/scheduler/scaler/RNG/data position (resume only;
+                                        loaded with torch.load(weights_only=True))
+
+A checkpoint is written into a temporary sibling and renamed into place, so a crash never leaves
+a half-written one; config.json carries SHA-256 checksums so a corrupted or truncated file is
+refused with a clear message. In a run directory, numbered checkpoints (checkpoint_u000500) are
+immutable and `checkpoint_last` / `checkpoint_best` are symlinks swapped atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convtrans import __version__
+from convtrans.config import GenerateConfig, ModelConfig
+from convtrans.errors import UserError
+
+CONFIG, WEIGHTS, TRAIN_STATE = "config.json", "model.safetensors", "train_state.pt"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DataInfo:
+    """What the model needs to know about its data to read and write text."""
+
+    task: str
+    source_lang: str
+    target_lang: str
+    tokenizers: dict[str, str]  # side -> sentencepiece file name inside the checkpoint
+    text: dict[str, dict[str, Any]]  # side -> TextProcessor options
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(task=self.task, source_lang=self.source_lang, target_lang=self.target_lang,
+                    tokenizers=self.tokenizers, text=self.text)
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model_config: ModelConfig
+    data: DataInfo
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form facts (update, metrics, preset)
+
+    def tokenizer_path(self, side: str) -> Path:
+        return self.path / self.data.tokenizers[side]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save(path: Path, model: torch.nn.Module, model_config: ModelConfig, data: DataInfo, tokenizer_files: dict[str, Path],
+         generate: GenerateConfig | None = None, train_state: dict[str, Any] | None = None,
+         extra: dict[str, Any] | None = None, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint directory atomically. Refuses an existing `path` unless `overwrite`.
+
+    `dtype` (e.g. torch.float16) stores floating-point weights in that type (loading upcasts).
+    """
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        weights_model = model
+        if dtype is not None:
+            import copy
+
+            weights_model = copy.deepcopy(model).to(dtype)
+        save_model(weights_model, str(tmp / WEIGHTS), metadata={"format": "pt", "convtrans": __version__})
+        for name in sorted(set(data.tokenizers.values())):
+            side = next(s for s, n in data.tokenizers.items() if n == name)
+            shutil.copyfile(tokenizer_files[side], tmp / name)
+        if train_state is not None:
+            torch.save(train_state, tmp / TRAIN_STATE)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        config = {
+            "format_version": FORMAT_VERSION,
+            "convtrans_version": __version__,
+            "model": model_config.to_dict(),
+            "data": data.to_dict(),
+            "generate": (generate or GenerateConfig()).to_dict(),
+            "extra": extra or {},
+            "files": files,
+        }
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.chmod(0o755)
+        if path.exists():  # overwrite: move the old one aside only once the new one is complete
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def read(path: Path, verify: bool = True) -> Checkpoint:
+    """Read a checkpoint's config.json (and check every file against its checksum)."""
+    path = Path(path)
+    config_file = path / CONFIG
+    if not path.is_dir() or not config_file.is_file():
+        raise UserError(f"{path} is not a convtrans checkpoint (no {CONFIG})")
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+        files: dict[str, str] = raw["files"]
+        model_config = ModelConfig.from_dict(raw["model"])
+        data = DataInfo(**raw["data"])
+        generate = GenerateConfig.from_dict(raw.get("generate", {}))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"{config_file}: not a valid checkpoint config ({err})") from None
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint format {raw.get('format_version')} is not supported (expected {FORMAT_VERSION})")
+    if verify:
+        for name, digest in files.items():
+            if not (path / name).is_file():
+                raise UserError(f"{path} is incomplete: {name} is missing")
+            if _sha256(path / name) != digest:
+                raise UserError(f"{path} is corrupted: {name} does not match its checksum (truncated or modified?)")
+    return Checkpoint(path, model_config, data, generate, raw.get("extra", {}))
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Any, Checkpoint]:
+    """Build the model a checkpoint describes and load its weights (in fp32)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model as load_weights
+
+    from convtrans.model import EncoderDecoder
+
+    checkpoint = read(path)
+    model = EncoderDecoder(checkpoint.model_config)
+    try:
+        missing, unexpected = load_weights(model, str(checkpoint.path / WEIGHTS), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise UserError(f"{checkpoint.path / WEIGHTS}: cannot load weights ({err})") from None
+    if missing or unexpected:
+        raise UserError(f"{checkpoint.path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.float().to(device).eval(), checkpoint
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    """The resume state, loaded without unpickling arbitrary objects."""
+    try:
+        return torch.load(Path(path) / TRAIN_STATE, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} holds no {TRAIN_STATE}: it cannot be resumed") from None
+
+
+def point(link: Path, target: Path) -> None:
+    """Make `link` a symlink to `target` (relative), replacing any previous link atomically."""
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(os.path.relpath(target, link.parent))
+    os.replace(tmp, link)
+
+
+def average(paths: list[Path], out: Path, overwrite: bool = False) -> Path:
+    """Average the parameters of several checkpoints of one model into a new checkpoint."""
+    if len(paths) < 1:
+        raise UserError("nothing to average")
+    models = [load_model(p) for p in paths]
+    first_model, first = models[0]
+    for _, other in models[1:]:
+        if other.model_config != first.model_config:
+            raise UserError(f"cannot average {first.path} and {other.path}: different model configs")
+    with torch.no_grad():
+        for name, param in first_model.state_dict(keep_vars=True).items():
+            if param.is_floating_point():
+                param.copy_(sum(m.state_dict()[name] for m, _ in models) / len(models))
+    tokenizers = {side: first.tokenizer_path(side) for side in first.data.tokenizers}
+    extra = {**first.extra, "averaged": [str(p) for p in paths]}
+    return save(out, first_model, first.model_config, first.data, tokenizers, first.generate, extra=extra,
+                overwrite=overwrite)

@@ -1,0 +1,387 @@
+"""The one training loop: 1 process, or N processes under torchrun (DistributedDataParallel).
+
+    torchrun --nproc_per_node 4 -m convtrans train data-bin --arch dynamicconv_iwslt_de_en --save-dir runs/x
+
+Never loses a run: checkpoints are written atomically at every validation (and every
+save_interval_updates); a run directory that has `checkpoint_last` resumes exactly where it
+stopped (weights, optimizer, scaler, RNG states, position in the epoch), bit for bit on CPU;
+Ctrl-C and SIGTERM save a checkpoint before exiting; non-finite losses skip the update and, when
+they persist, stop the run with a message instead of writing a broken checkpoint.
+
+Gradients are normalized by the number of target tokens in the whole update (all micro-batches of
+all processes), so N processes equal one process with update_freq × N.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from convtrans import checkpoint as ckpt
+from convtrans.config import GenerateConfig, ModelConfig, TrainConfig
+from convtrans.data.batching import collate, make_batches, shard
+from convtrans.data.datadir import DataDir
+from convtrans.errors import UserError
+from convtrans.evaluate import ValidResult, decode_metric, split_loss
+from convtrans.model import EncoderDecoder
+from convtrans.optim import build_optimizer, label_smoothed_nll, learning_rate
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingDiverged(UserError):
+    """Raised when losses stay non-finite; nothing is saved."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; a checkpoint was saved at `update`."""
+
+    def __init__(self, signum: int, update: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: saved checkpoint_last at update {update}")
+        self.signum, self.update = signum, update
+
+
+@dataclass
+class RunState:
+    """Where the run is; saved in train_state.pt so a resumed run continues exactly."""
+
+    update: int = 0
+    epoch: int = 1
+    batch_in_epoch: int = 0  # micro-batches of this rank's shard consumed in the current epoch
+    best: float | None = None
+    bad_validations: int = 0
+    last_saved: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)  # validation results
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Distributed:
+    """Join the torchrun process group when launched by torchrun (env RANK/WORLD_SIZE)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Distributed()
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(requested: str, dist_info: Distributed) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda requested but no CUDA device is available")
+        return torch.device("cuda", dist_info.local_rank if dist_info.world_size > 1 else torch.cuda.current_device())
+    if requested != "cpu":
+        raise UserError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    return torch.device("cpu")
+
+
+def _all_sum(values: list[float], dist_info: Distributed, device: torch.device) -> list[float]:
+    if dist_info.world_size == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+class _StopSignal:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between updates."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if self.signum is not None:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, data: DataDir, run_dir: Path, model_config: ModelConfig, cfg: TrainConfig,
+                 generate_config: GenerateConfig, device: str = "auto", preset: str = "", valid_metric: bool = True,
+                 report: Any = None) -> None:
+        self.data, self.run_dir, self.cfg, self.gen = data, Path(run_dir), cfg, generate_config
+        self.dist = setup_distributed(device)
+        self.device = pick_device(device, self.dist)
+        self.preset, self.valid_metric = preset, valid_metric
+        self.report = report or (lambda kind, payload: None)  # progress display hook (rank 0)
+        self.ids = data.special_ids()
+        self.state = RunState()
+        last = self.run_dir / "checkpoint_last"
+        torch.manual_seed(cfg.seed)
+        if last.exists():
+            self.model, checkpoint = ckpt.load_model(last)
+            self.model_config = checkpoint.model_config
+            self._resume_state = ckpt.load_train_state(last)
+        else:
+            self.model_config = model_config
+            self.model = EncoderDecoder(model_config)
+            self._resume_state = None
+        self.model.to(self.device).train()
+        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    if self.dist.world_size > 1 else None)
+        self.optimizer = build_optimizer(self.model, cfg)
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.autocast = dict(device_type=self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        if self._resume_state is not None:
+            self._restore(self._resume_state)
+
+    # ------------------------------------------------------------------ state
+    def _train_state(self) -> dict[str, Any]:
+        rng = torch.get_rng_state()
+        states = [rng]
+        if self.dist.world_size > 1:
+            gathered: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, rng)
+            states = gathered
+        return {
+            "run": {k: v for k, v in asdict(self.state).items() if k != "history"},
+            "history": json.dumps(self.state.history),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": states,
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "train_config": self.cfg.to_json(),
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.state = RunState(**saved["run"], history=json.loads(saved["history"]))
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if saved["scaler"]:
+            self.scaler.load_state_dict(saved["scaler"])
+        if len(saved["rng"]) != self.dist.world_size:
+            raise UserError(f"checkpoint was written by {len(saved['rng'])} processes; resume with the same number")
+        torch.set_rng_state(saved["rng"][self.dist.rank])
+        if saved["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
+    # ------------------------------------------------------------------ checkpoints and logs
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.dist.main:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self.report(record["type"], record)
+
+    def _truncate_log(self) -> None:
+        """After a crash the log may run past the checkpoint we resume from: drop those lines."""
+        path = self.run_dir / METRICS_FILE
+        if not self.dist.main or not path.is_file():
+            return
+        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("update", 0) <= self.state.update]
+        path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+    def save(self, improved: bool = False) -> None:
+        state = self._train_state()  # every rank takes part in gathering RNG states
+        self.state.last_saved = self.state.update
+        if not self.dist.main:
+            return
+        name = self.run_dir / f"checkpoint_u{self.state.update:07d}"
+        data_info = ckpt.DataInfo(
+            task=self.data.task, source_lang=self.data.source_lang, target_lang=self.data.target_lang,
+            tokenizers={side: self.data.tokenizer_file(side).name for side in (self.data.source_lang, self.data.target_lang)},
+            text={side: asdict(self.data.text_processor(side)) for side in (self.data.source_lang, self.data.target_lang)},
+        )
+        tokenizer_files = {side: self.data.tokenizer_file(side) for side in data_info.tokenizers}
+        state["run"]["last_saved"] = self.state.update
+        extra = {"update": self.state.update, "epoch": self.state.epoch, "preset": self.preset,
+                 "valid": self.state.history[-1] if self.state.history else None}
+        ckpt.save(name, self.model, self.model_config, data_info, tokenizer_files, self.gen, state, extra,
+                  overwrite=True)
+        ckpt.point(self.run_dir / "checkpoint_last", name)
+        if improved or not (self.run_dir / "checkpoint_best").exists():
+            ckpt.point(self.run_dir / "checkpoint_best", name)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the newest keep_last numbered checkpoints plus whatever last/best point to."""
+        numbered = sorted(self.run_dir.glob("checkpoint_u*"))
+        pinned = {(self.run_dir / link).resolve() for link in ("checkpoint_last", "checkpoint_best")
+                  if (self.run_dir / link).exists()}
+        keep = set(numbered[max(0, len(numbered) - self.cfg.keep_last):]) if self.cfg.keep_last else set()
+        for path in numbered:
+            if path not in keep and path.resolve() not in pinned:
+                shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> ValidResult:
+        model = self.model
+        max_src, max_tgt = self.model_config.max_source_positions - 1, self.model_config.max_target_positions - 1
+        split = self.data.split("valid")
+        loss, nll = split_loss(model, split, self.ids, self.cfg.max_tokens, self.cfg.label_smoothing, self.device,
+                               max_src, max_tgt)
+        result = ValidResult(loss, nll)
+        if self.valid_metric and self._metric_name() != "loss":
+            gen = self.gen.replace(beam=self.cfg.valid_beam, n_best=1, sampling=False)
+            result.metric_name, result.metric = decode_metric(model, self.data, split, gen, self.device,
+                                                              self.cfg.valid_max_sentences, self.cfg.max_tokens)
+        return result
+
+    def _metric_name(self) -> str:
+        if self.cfg.best_metric != "auto":
+            return self.cfg.best_metric
+        if not self.valid_metric:
+            return "loss"
+        return "rouge" if self.data.task == "summarization" else "bleu"
+
+    def _after_validation(self, result: ValidResult) -> bool:
+        """Record a validation; returns whether it is the best so far."""
+        value = result.loss if self._metric_name() == "loss" else result.metric
+        better = value is not None and (self.state.best is None or (
+            value < self.state.best if self._metric_name() == "loss" else value > self.state.best))
+        if better:
+            self.state.best, self.state.bad_validations = value, 0
+        else:
+            self.state.bad_validations += 1
+        record = {"type": "valid", "update": self.state.update, "epoch": self.state.epoch, "loss": result.loss,
+                  "nll": result.nll, "ppl": round(result.ppl, 3), "best_metric": self._metric_name(),
+                  "best": self.state.best}
+        if result.metric_name:
+            record[result.metric_name] = result.metric
+        self.state.history.append(record)
+        self._log(record)
+        return better
+
+    # ------------------------------------------------------------------ the loop
+    def _micro_batches(self) -> list:
+        split = self.data.split("train")
+        max_src, max_tgt = self.model_config.max_source_positions - 1, self.model_config.max_target_positions - 1
+        batches, skipped = make_batches(split.src.lengths(), split.tgt.lengths(), self.cfg.max_tokens, self.cfg.seed,
+                                        self.state.epoch, max_src, max_tgt)
+        if skipped and self.state.batch_in_epoch == 0 and self.dist.main:
+            self.report("warning", {"message": f"skipped {skipped} training pairs longer than the model's positions or --max-tokens"})
+        return split, shard(batches, self.dist.rank, self.dist.world_size)
+
+    def _update(self, split: Any, group: list) -> dict[str, float] | None:
+        """One optimizer update over a group of micro-batches; None when it was skipped."""
+        module = self.ddp or self.model
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = nll_sum = 0.0
+        tokens = 0
+        for i, indices in enumerate(group):
+            batch = collate(split, indices, self.ids["pad"], self.ids["bos"], self.ids["eos"]).to(self.device)
+            sync = self.ddp is None or i == len(group) - 1
+            context = self.ddp.no_sync() if not sync else _nullcontext()
+            with context:
+                with torch.autocast(**self.autocast):
+                    logits = module(batch.src, batch.tgt_in)
+                loss, nll = label_smoothed_nll(logits, batch.tgt_out, self.cfg.label_smoothing, self.ids["pad"])
+                self.scaler.scale(loss).backward()
+            loss_sum, nll_sum, tokens = loss_sum + loss.item(), nll_sum + nll.item(), tokens + batch.n_tokens
+        loss_sum, nll_sum, tokens = _all_sum([loss_sum, nll_sum, float(tokens)], self.dist, self.device)
+        if not math.isfinite(loss_sum):
+            return None
+        self.scaler.unscale_(self.optimizer)
+        factor = self.dist.world_size / max(tokens, 1.0)  # DDP averaged over ranks; make it a per-token mean
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(factor)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm or float("inf"))
+        if not self.scaler.is_enabled() and not math.isfinite(float(grad_norm)):
+            return None  # an overflowing gradient would poison Adam's moments: skip (fp16 leaves this to the scaler)
+        for group_ in self.optimizer.param_groups:
+            group_["lr"] = learning_rate(self.cfg, self.state.update + 1)
+        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if scale_before is not None and self.scaler.get_scale() < scale_before:
+            return None  # fp16 overflow: the scaler skipped the step and backed off
+        return {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "tokens": tokens, "grad_norm": float(grad_norm)}
+
+    def _done(self) -> bool:
+        cfg = self.cfg
+        return ((cfg.max_update and self.state.update >= cfg.max_update)
+                or (cfg.max_epoch and self.state.epoch > cfg.max_epoch)
+                or (cfg.patience and self.state.bad_validations >= cfg.patience))
+
+    def train(self) -> RunState:
+        """Run until max_update / max_epoch / patience; returns the final state."""
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._truncate_log()
+        stop = _StopSignal()
+        nonfinite, started, window_tokens, window_start = 0, time.perf_counter(), 0.0, time.perf_counter()
+        try:
+            while not self._done():
+                split, batches = self._micro_batches()
+                start = self.state.batch_in_epoch
+                for first in range(start, len(batches), self.cfg.update_freq):
+                    group = batches[first : first + self.cfg.update_freq]
+                    if _all_sum([1.0 if stop.signum else 0.0], self.dist, self.device)[0]:
+                        self.save()
+                        raise Interrupted(stop.signum or signal.SIGTERM, self.state.update)
+                    stats = self._update(split, group)
+                    self.state.batch_in_epoch = first + len(group)
+                    if stats is None:
+                        nonfinite += 1
+                        self._log({"type": "skip", "update": self.state.update, "reason": "non-finite loss or gradient"})
+                        if nonfinite >= self.cfg.max_nonfinite:
+                            raise TrainingDiverged(f"training diverged: {nonfinite} consecutive updates had a non-finite "
+                                                   f"loss (last good update {self.state.update}); lower --lr or use --amp bf16")
+                        continue
+                    nonfinite = 0
+                    self.state.update += 1
+                    window_tokens += stats["tokens"]
+                    if self.state.update % self.cfg.log_interval == 0 or self.state.update == 1:
+                        now = time.perf_counter()
+                        self._log({"type": "train", "update": self.state.update, "epoch": self.state.epoch,
+                                   "loss": stats["loss"], "nll": stats["nll"],
+                                   "ppl": round(math.exp(min(stats["nll"], 50)), 3),
+                                   "lr": learning_rate(self.cfg, self.state.update), "grad_norm": round(stats["grad_norm"], 4),
+                                   "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9), 1),
+                                   "elapsed_s": round(now - started, 1)})
+                        window_tokens, window_start = 0.0, now
+                    interval = self.cfg.validate_interval_updates
+                    if interval and self.state.update % interval == 0:
+                        self.save(self._after_validation(self.validate()))
+                    elif self.cfg.save_interval_updates and self.state.update % self.cfg.save_interval_updates == 0:
+                        self.save()
+                    if self._done():
+                        break
+                else:
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+                    if not self.cfg.validate_interval_updates:
+                        self.save(self._after_validation(self.validate()))
+            if self.state.last_saved != self.state.update:
+                self.save(self._after_validation(self.validate()))
+        finally:
+            stop.restore()
+        return self.state
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

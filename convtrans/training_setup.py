@@ -1,0 +1,158 @@
+"""From `convtrans train` options to a running Trainer: resolve configs, show progress, report.
+
+Precedence, lowest first: dataclass defaults < the preset's [train]/[generate] tables < the
+--config TOML < command-line options. A run directory with checkpoint_last resumes: the model
+config comes from the checkpoint, the training config from its saved state, and options given on
+the command line (e.g. a larger --max-update) override it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convtrans.config import GenerateConfig, ModelConfig, TrainConfig, load_preset, preset_recipe, tomllib
+from convtrans.errors import UserError
+
+
+@dataclass
+class TrainRequest:
+    data_dir: Path | None
+    arch: str | None
+    save_dir: Path | None
+    config_file: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    train_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    valid_metric: bool = True
+
+
+def _read_config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: invalid TOML ({err})") from None
+    unknown = sorted(set(raw) - {"arch", "data_dir", "save_dir", "set", "train", "model", "generate"})
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: arch, data_dir, save_dir, set, "
+                        "[train], [model], [generate])")
+    return raw
+
+
+def resolve(request: TrainRequest) -> tuple[Any, Path, ModelConfig, TrainConfig, GenerateConfig, str]:
+    """The data dir, run dir and the three configs this request trains with."""
+    from convtrans import checkpoint as ckpt
+    from convtrans.data.datadir import DataDir
+
+    file_cfg = _read_config_file(request.config_file)
+    data_dir = request.data_dir or (Path(file_cfg["data_dir"]) if "data_dir" in file_cfg else None)
+    save_dir = request.save_dir or (Path(file_cfg["save_dir"]) if "save_dir" in file_cfg else None)
+    if data_dir is None:
+        raise UserError("missing DATA_DIR (or data_dir in --config)")
+    if save_dir is None:
+        raise UserError("missing --save-dir (or save_dir in --config)")
+    data = DataDir(data_dir)
+    if "train" not in data.splits or "valid" not in data.splits:
+        raise UserError(f"{data_dir} needs train and valid splits (has: {', '.join(data.splits)})")
+    last = save_dir / "checkpoint_last"
+    train_fields = {**file_cfg.get("train", {}), **request.train_options}
+    if last.exists():
+        checkpoint = ckpt.read(last)
+        state = ckpt.load_train_state(last)
+        stored = json.loads(state["train_config"])
+        train_cfg = TrainConfig.from_dict({**stored, **train_fields})
+        preset = checkpoint.extra.get("preset", "")
+        return data, save_dir, checkpoint.model_config, train_cfg, checkpoint.generate, preset
+    arch = request.arch or file_cfg.get("arch")
+    if arch is None:
+        raise UserError("missing --arch (see `convtrans train --list-archs`)")
+    src_vocab, tgt_vocab = data.vocab_sizes()
+    ids = data.special_ids()
+    fields = dict(src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, pad_id=ids["pad"], bos_id=ids["bos"],
+                  eos_id=ids["eos"], **file_cfg.get("model", {}), **request.model_options)
+    overrides = list(file_cfg.get("set", [])) + request.overrides
+    try:
+        model_cfg = load_preset(arch, overrides, **fields)
+    except UserError as err:
+        if "share_all_embeddings" in str(err):
+            raise UserError(f"{err}; the data has separate vocabularies: add --set share_all_embeddings=false") from None
+        raise
+    preset_train, preset_generate = preset_recipe(arch)
+    train_cfg = TrainConfig.from_dict({**preset_train.to_dict(), **train_fields})
+    generate = GenerateConfig.from_dict({**preset_generate.to_dict(), **file_cfg.get("generate", {})})
+    return data, save_dir, model_cfg, train_cfg, generate, str(arch)
+
+
+class TrainDisplay:
+    """rich progress on stderr in a terminal; plain log lines otherwise."""
+
+    def __init__(self, total: int | None, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from convtrans.console import stderr
+
+        self.console, self.enabled = stderr, enabled
+        self.live = stderr.is_terminal and enabled
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                                 TimeRemainingColumn(), console=stderr, disable=not self.live)
+        self.task = self.progress.add_task("", total=total)
+
+    def __enter__(self) -> TrainDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, kind: str, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if kind == "train":
+            text = (f"epoch {record['epoch']} | loss {record['loss']:.3f} | lr {record['lr']:.2e} | "
+                    f"{record['tokens_per_s']:.0f} tok/s")
+            self.progress.update(self.task, completed=record["update"], description=text)
+            if not self.live:
+                self.console.print(f"update {record['update']} | {text}")
+        elif kind == "valid":
+            metric = next((f" | {k} {record[k]:.2f}" for k in ("bleu", "rouge") if k in record), "")
+            best = f"{record['best']:.4g}" if record["best"] is not None else "-"
+            self.console.print(f"valid update {record['update']} | epoch {record['epoch']} | loss {record['loss']:.3f} | "
+                               f"ppl {record['ppl']:.2f}{metric} | best {record['best_metric']} {best}")
+        elif kind in ("warning", "skip"):
+            self.console.print(f"warning: {record.get('message') or record.get('reason')} (update {record.get('update', '-')})")
+
+
+def run_train(request: TrainRequest) -> int:
+    """Train; returns the process exit code (0, or 128 + signal number after an interruption)."""
+    from convtrans.console import stderr
+    from convtrans.trainer import Interrupted, Trainer
+
+    data, save_dir, model_cfg, train_cfg, generate, preset = resolve(request)
+    trainer_display = TrainDisplay(train_cfg.max_update or None, enabled=True)
+    trainer = Trainer(data, save_dir, model_cfg, train_cfg, generate, request.device, preset, request.valid_metric,
+                      report=trainer_display)
+    main = trainer.dist.main
+    trainer_display.enabled = main
+    if main:
+        resumed = f" (resuming at update {trainer.state.update})" if trainer.state.update else ""
+        params = trainer.model.num_parameters()
+        stderr.print(f"{model_cfg.family} model ({preset or 'custom'}): {params:,} parameters ({params / 1e6:.2f}M); "
+                     f"device {trainer.device}, {trainer.dist.world_size} process(es){resumed}")
+    try:
+        with trainer_display:
+            state = trainer.train()
+    except Interrupted as err:
+        if main:
+            stderr.print(str(err))
+        return 128 + err.signum
+    if main:
+        best = f"; best {trainer._metric_name()} {state.best:.3f}" if state.best is not None else ""
+        stderr.print(f"done: {state.update} updates (epoch {state.epoch}){best}; checkpoints in {save_dir}")
+    return 0
