@@ -188,10 +188,12 @@ def average(paths: list[Path], out: Path, overwrite: bool = False) -> Path:
     for _, other in models[1:]:
         if other.model_config != first.model_config:
             raise UserError(f"cannot average {first.path} and {other.path}: different model configs")
-    with torch.no_grad():
-        for name, param in first_model.state_dict(keep_vars=True).items():
-            if param.is_floating_point():
-                param.copy_(sum(m.state_dict()[name] for m, _ in models) / len(models))
+    states = [m.state_dict() for m, _ in models]
+    # all means first, then load: tied matrices appear under several names and must not be
+    # averaged twice in place
+    mean = {name: sum(s[name] for s in states) / len(states) if value.is_floating_point() else value
+            for name, value in states[0].items()}
+    first_model.load_state_dict(mean)
     tokenizers = {side: first.tokenizer_path(side) for side in first.data.tokenizers}
     extra = {**first.extra, "averaged": [str(p) for p in paths]}
     return save(out, first_model, first.model_config, first.data, tokenizers, first.generate, extra=extra,

@@ -327,6 +327,8 @@ class Trainer:
         """Run until max_update / max_epoch / patience; returns the final state."""
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".checkpoint_*"):  # a temp dir or link left by a killed run
+                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
             self._truncate_log()
         stop = _StopSignal()
         nonfinite, started, window_tokens, window_start = 0, time.perf_counter(), 0.0, time.perf_counter()

@@ -1,0 +1,141 @@
+"""`convtrans train` end to end on a toy corpus: checkpoints, exact resume after SIGKILL, SIGTERM,
+two-process DDP equal to update_freq 2, non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from convtrans.cli import app
+from tests.conftest import make_pairs, write_split
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("toy")
+    write_split(root / "raw" / "train", make_pairs(600, seed=1))
+    write_split(root / "raw" / "valid", make_pairs(40, seed=2))
+    result = CliRunner().invoke(app, ["preprocess", "-s", "de", "-t", "en", "--trainpref", str(root / "raw" / "train"),
+                                      "--validpref", str(root / "raw" / "valid"), "--destdir", str(root / "bin"),
+                                      "--vocab-size", "64"])
+    assert result.exit_code == 0, result.stderr
+    return root / "bin"
+
+
+def _cmd(data_dir: Path, run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "convtrans", "train", str(data_dir), "--arch", "tiny_dynamicconv", "--save-dir", str(run),
+            "--device", "cpu", "--no-valid-bleu", "--log-interval", "1", "--max-tokens", "512", *extra]
+
+
+def _train_losses(run: Path) -> dict[int, float]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["update"]: r["loss"] for r in lines if r["type"] == "train"}
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoint_last" / "model.safetensors"))
+
+
+def test_train_writes_checkpoints_metrics_and_keeps_stdout_quiet(data_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", str(data_dir), "--arch", "tiny_transformer", "--save-dir", str(tmp_path / "run"),
+                                      "--max-update", "12", "--validate-interval-updates", "4", "--keep-last", "2",
+                                      "--no-valid-bleu", "--device", "cpu", "--max-tokens", "512"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert "parameters" in result.stderr and "done: 12 updates" in result.stderr
+    run = tmp_path / "run"
+    assert (run / "checkpoint_last").resolve().name == "checkpoint_u0000012"
+    kept = {p.name for p in run.glob("checkpoint_u*")}
+    assert kept == {"checkpoint_u0000008", "checkpoint_u0000012", (run / "checkpoint_best").resolve().name}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["type"] == "valid"]
+    assert [r["update"] for r in valid] == [4, 8, 12]
+    assert valid[-1]["loss"] < valid[0]["loss"]  # it learns
+    best = min(valid, key=lambda r: r["loss"])["update"]
+    assert (run / "checkpoint_best").resolve().name == f"checkpoint_u{best:07d}"
+
+
+def test_resume_after_sigkill_continues_bit_identically(data_dir: Path, tmp_path: Path) -> None:
+    args = ("--max-update", "60", "--save-interval-updates", "5")
+    subprocess.run(_cmd(data_dir, tmp_path / "straight", *args), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(data_dir, killed, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        losses = _train_losses(killed) if (killed / "metrics.jsonl").exists() else {}
+        if max(losses, default=0) >= 17 and (killed / "checkpoint_last").exists():
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted_at = max(_train_losses(killed))
+    assert 17 <= interrupted_at < 60, "the run must be killed mid-way"
+    subprocess.run(_cmd(data_dir, killed, *args), check=True, capture_output=True)
+    assert _train_losses(killed) == _train_losses(tmp_path / "straight")  # every update's loss, exactly
+    straight, resumed = _weights(tmp_path / "straight"), _weights(killed)
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(data_dir, run, "--max-update", "100000"), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and max(_train_losses(run), default=0) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM: saved checkpoint_last at update" in err and "Traceback" not in err
+    saved = json.loads((run / "checkpoint_last" / "config.json").read_text())["extra"]["update"]
+    assert saved == max(_train_losses(run))
+    result = subprocess.run(_cmd(data_dir, run, "--max-update", str(saved + 2)), capture_output=True, text=True)
+    assert result.returncode == 0 and f"resuming at update {saved}" in result.stderr
+
+
+def test_two_process_gloo_equals_one_process_with_update_freq_two(data_dir: Path, tmp_path: Path) -> None:
+    common = ["--arch", "tiny_transformer", "--max-update", "5", "--dropout", "0", "--device", "cpu", "--no-valid-bleu",
+              "--max-tokens", "256", "--seed", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "convtrans",
+                    "train", str(data_dir), "--save-dir", str(tmp_path / "ddp"), *common], check=True, capture_output=True,
+                   env=env, timeout=300)
+    subprocess.run([sys.executable, "-m", "convtrans", "train", str(data_dir), "--save-dir", str(tmp_path / "single"),
+                    "--update-freq", "2", *common], check=True, capture_output=True, env=env, timeout=300)
+    ddp, single = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+    assert set(ddp) == set(single)
+    for name in ddp:
+        torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5)
+    assert _train_losses(tmp_path / "ddp") == pytest.approx(_train_losses(tmp_path / "single"), rel=1e-5)
+
+
+def test_nonfinite_losses_skip_updates_then_stop_without_a_checkpoint(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from convtrans import trainer as trainer_module
+
+    real = trainer_module.label_smoothed_nll
+    calls = {"n": 0}
+
+    def sometimes_nan(logits, target, eps, pad):
+        calls["n"] += 1
+        loss, nll = real(logits, target, eps, pad)
+        return (loss * float("nan"), nll) if calls["n"] in (2,) or calls["n"] >= 6 else (loss, nll)
+
+    monkeypatch.setattr(trainer_module, "label_smoothed_nll", sometimes_nan)
+    result = CliRunner().invoke(app, ["train", str(data_dir), "--arch", "tiny_transformer", "--save-dir", str(tmp_path / "run"),
+                                      "--max-update", "50", "--no-valid-bleu", "--device", "cpu", "--max-tokens", "512"])
+    assert result.exit_code == 1
+    assert "training diverged: 10 consecutive updates had a non-finite loss (last good update 4)" in result.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records if r["type"] == "skip"][:2] == [1, 4]
+    assert not (tmp_path / "run" / "checkpoint_last").exists()
