@@ -189,6 +189,7 @@ def train(
     warmup_updates: Annotated[Optional[int], typer.Option(help="Linear warmup updates.")] = None,
     max_update: Annotated[Optional[int], typer.Option(help="Stop after this many updates.")] = None,
     max_epoch: Annotated[Optional[int], typer.Option(help="Stop after this many epochs.")] = None,
+    stop_time_hours: Annotated[Optional[float], typer.Option(help="Stop after this much training time (hours).")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing epsilon.")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Model dropout.")] = None,
     attention_dropout: Annotated[Optional[float], typer.Option(help="Attention dropout.")] = None,
@@ -223,6 +224,7 @@ def train(
 
     train_options = dict(max_tokens=max_tokens, update_freq=update_freq, lr=lr, lr_scheduler=lr_scheduler,
                          warmup_updates=warmup_updates, max_update=max_update, max_epoch=max_epoch,
+                         stop_time_hours=stop_time_hours,
                          label_smoothing=label_smoothing, weight_decay=weight_decay, clip_norm=clip_norm, seed=seed,
                          amp=amp, keep_last=keep_last, patience=patience,
                          validate_interval_updates=validate_interval_updates,

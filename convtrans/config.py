@@ -252,6 +252,7 @@ class TrainConfig(_Serializable):
     update_freq: int = 1  # gradient accumulation: batches per update
     max_update: int = 0  # 0 = no limit
     max_epoch: int = 0  # 0 = no limit
+    stop_time_hours: float = 0.0  # stop after this much training wall-clock time, across resumes (0 = no limit)
     seed: int = 1
     amp: str = "off"  # off | bf16 | fp16 (with a dynamic loss scaler)
     validate_interval_updates: int = 0  # 0 = validate at the end of each epoch

@@ -61,6 +61,7 @@ class RunState:
     best: float | None = None
     bad_validations: int = 0
     last_saved: int = -1
+    train_seconds: float = 0.0  # wall-clock time spent training, summed over resumes
     history: list[dict[str, Any]] = field(default_factory=list)  # validation results
 
 
@@ -321,6 +322,7 @@ class Trainer:
         cfg = self.cfg
         return ((cfg.max_update and self.state.update >= cfg.max_update)
                 or (cfg.max_epoch and self.state.epoch > cfg.max_epoch)
+                or (cfg.stop_time_hours and self.state.train_seconds >= cfg.stop_time_hours * 3600)
                 or (cfg.patience and self.state.bad_validations >= cfg.patience))
 
     def train(self) -> RunState:
@@ -332,13 +334,18 @@ class Trainer:
             self._truncate_log()
         stop = _StopSignal()
         nonfinite, started, window_tokens, window_start = 0, time.perf_counter(), 0.0, time.perf_counter()
+        last_tick = started
         try:
             while not self._done():
                 split, batches = self._micro_batches()
                 start = self.state.batch_in_epoch
                 for first in range(start, len(batches), self.cfg.update_freq):
                     group = batches[first : first + self.cfg.update_freq]
-                    if _all_sum([1.0 if stop.signum else 0.0], self.dist, self.device)[0]:
+                    now = time.perf_counter()  # one collective per update: stop flag and elapsed time
+                    stop_flag, elapsed = _all_sum([1.0 if stop.signum else 0.0, now - last_tick], self.dist, self.device)
+                    self.state.train_seconds += elapsed / self.dist.world_size
+                    last_tick = now
+                    if stop_flag:
                         self.save()
                         raise Interrupted(stop.signum or signal.SIGTERM, self.state.update)
                     stats = self._update(split, group)
