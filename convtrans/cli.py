@@ -266,8 +266,93 @@ def _print_archs(src_vocab: int, tgt_vocab: int, sentence_len: int) -> None:
     Console(width=200).print(table)
 
 
-_not_available("translate", 6)
-_not_available("summarize", 6)
+def _generation_overrides(**options: Any) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _run_generation(task: str, model: Optional[str], input_path: Optional[Path], output: Optional[Path],
+                    overrides: dict[str, Any], n_best: int, scores: bool, batch_tokens: int, device: str,
+                    jsonl_field: Optional[str] = None) -> None:
+    """The translate/summarize loop: stream lines in, write one output line per input line."""
+    from convtrans.console import stderr
+    from convtrans.textio import OutputSink, chunks, input_lines
+    from convtrans.translator import Translator, default_model
+
+    def warn_truncated(line: int, length: int) -> None:
+        stderr.print(f"warning: line {line} has {length} subwords; truncated to the model's limit")
+
+    translator = Translator(model or default_model(task), device, batch_tokens=batch_tokens, on_truncate=warn_truncated)
+    config = translator.generate_config.replace(**overrides, n_best=max(n_best, 1))
+    config = config.replace(beam=max(config.beam, config.n_best)) if not config.sampling else config
+    interactive = input_path is None or str(input_path) == "-"
+    lines = input_lines(input_path, jsonl_field)
+    line_no = 0
+    with OutputSink(output) as sink:
+        for chunk in chunks(lines, window=1 if interactive and sys.stdin.isatty() else 256, interactive=interactive):
+            results = translator.translate_batch(chunk, config, first_line=line_no + 1)
+            out: list[str] = []
+            for offset, result in enumerate(results):
+                if n_best > 1:
+                    out.extend(f"{line_no + offset} ||| {text} ||| {score:.4f}" for text, score in result.alternatives)
+                else:
+                    out.append(f"{result.score:.4f}\t{result.text}" if scores else result.text)
+            sink.write_lines(out)
+            line_no += len(chunk)
+
+
+@app.command()
+@friendly_errors
+def translate(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint dir or shipped model name (default: the shipped de-en model).")] = None,
+    input_path: Annotated[Optional[Path], typer.Option("--input", "-i", help="Input file (.gz ok; default stdin).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default stdout).")] = None,
+    beam: Annotated[Optional[int], typer.Option(help="Beam size.")] = None,
+    lenpen: Annotated[Optional[float], typer.Option(help="Length penalty.")] = None,
+    n_best: Annotated[int, typer.Option(help="Print the N best per line, Moses n-best format `LINE ||| text ||| score`.")] = 1,
+    scores: Annotated[bool, typer.Option("--scores", help="Prefix each line with its score and a tab.")] = False,
+    min_len: Annotated[Optional[int], typer.Option(help="Minimum output subwords.")] = None,
+    max_len_a: Annotated[Optional[float], typer.Option(help="Max length = a * source length + b.")] = None,
+    max_len_b: Annotated[Optional[int], typer.Option(help="Max length = a * source length + b.")] = None,
+    no_repeat_ngram: Annotated[Optional[int], typer.Option(help="Block repeated n-grams of this size.")] = None,
+    sampling: Annotated[Optional[bool], typer.Option("--sampling/--no-sampling", help="Sample instead of beam search.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Sampling: top-k.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sampling: nucleus mass.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
+    batch_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 4096,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Translate lines from stdin or a file; line N in gives line N out (empty lines stay empty)."""
+    overrides = _generation_overrides(beam=beam, lenpen=lenpen, min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
+                                      no_repeat_ngram=no_repeat_ngram, sampling=sampling, temperature=temperature,
+                                      top_k=top_k, top_p=top_p, seed=seed)
+    _run_generation("translate", model, input_path, output, overrides, n_best, scores, batch_tokens, device)
+
+
+@app.command()
+@friendly_errors
+def summarize(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint dir or shipped model name (default: the shipped summarizer).")] = None,
+    input_path: Annotated[Optional[Path], typer.Option("--input", "-i", help="Documents, one per line (.gz ok; default stdin).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default stdout).")] = None,
+    jsonl_field: Annotated[Optional[str], typer.Option(help="Read JSON lines and summarize this field.")] = None,
+    beam: Annotated[Optional[int], typer.Option(help="Beam size.")] = None,
+    lenpen: Annotated[Optional[float], typer.Option(help="Length penalty.")] = None,
+    min_len: Annotated[Optional[int], typer.Option(help="Minimum summary subwords.")] = None,
+    max_len_a: Annotated[Optional[float], typer.Option(help="Max length = a * source length + b.")] = None,
+    max_len_b: Annotated[Optional[int], typer.Option(help="Max length = a * source length + b.")] = None,
+    no_repeat_ngram: Annotated[Optional[int], typer.Option(help="Block repeated n-grams (trigram blocking: 3).")] = None,
+    max_source_len: Annotated[Optional[int], typer.Option(help="Truncate documents to this many subwords.")] = None,
+    scores: Annotated[bool, typer.Option("--scores", help="Prefix each line with its score and a tab.")] = False,
+    batch_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 8192,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Summarize documents (one per line, or a JSON-lines field); one summary line per document."""
+    overrides = _generation_overrides(beam=beam, lenpen=lenpen, min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
+                                      no_repeat_ngram=no_repeat_ngram, max_source_len=max_source_len)
+    _run_generation("summarize", model, input_path, output, overrides, 1, scores, batch_tokens, device, jsonl_field)
+
+
 _not_available("export", 7)
 
 

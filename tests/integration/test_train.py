@@ -139,3 +139,15 @@ def test_nonfinite_losses_skip_updates_then_stop_without_a_checkpoint(data_dir: 
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in records if r["type"] == "skip"][:2] == [1, 4]
     assert not (tmp_path / "run" / "checkpoint_last").exists()
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains(data_dir: Path, tmp_path: Path, amp: str) -> None:
+    result = CliRunner().invoke(app, ["train", str(data_dir), "--arch", "tiny_lightconv", "--save-dir", str(tmp_path / "run"),
+                                      "--max-update", "8", "--amp", amp, "--no-valid-bleu", "--device", "cpu",
+                                      "--max-tokens", "512", "--log-interval", "1"])
+    assert result.exit_code == 0, result.stderr
+    losses = _train_losses(tmp_path / "run")
+    assert len(losses) >= 6 and all(map(lambda v: v == v and v < 20, losses.values()))
+    state = torch.load(tmp_path / "run" / "checkpoint_last" / "train_state.pt", weights_only=True)
+    assert bool(state["scaler"]) == (amp == "fp16")  # the fp16 loss scaler is saved for resuming
