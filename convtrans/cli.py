@@ -356,6 +356,41 @@ def summarize(
 _not_available("export", 7)
 
 
+bench_app = typer.Typer(help="Benchmarks: conv kernels (Triton vs PyTorch) and layers.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("kernels")
+@friendly_errors
+def bench_kernels(
+    shapes: Annotated[str, typer.Option(help="Comma-separated BxTxC shapes.")] = "32x512x512,32x512x1024,8x2048x1024",
+    kernels: Annotated[str, typer.Option(help="Comma-separated kernel sizes K.")] = "3,7,15,31",
+    ops: Annotated[str, typer.Option(help="Comma-separated ops: lightconv,dynamicconv.")] = "lightconv,dynamicconv",
+    dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "bf16",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (Triton columns need cuda).")] = "auto",
+    heads: Annotated[Optional[int], typer.Option(help="Heads H (default C/64).")] = None,
+    repeats: Annotated[int, typer.Option(help="Timed calls per measurement (median).")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 5,
+    peak_gbs: Annotated[Optional[float], typer.Option(help="Peak memory bandwidth in GB/s (default: by GPU name).")] = None,
+    layers: Annotated[bool, typer.Option("--layers", help="Also time a DynamicConv mixer vs self-attention of equal width.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file.")] = None,
+) -> None:
+    """Time forward and forward+backward of the conv ops: Triton vs the PyTorch reference (and conv1d)."""
+    from rich.console import Console
+
+    from convtrans.bench import kernel_options, kernel_table, layer_table, run_kernel_bench, write_json
+    from convtrans.console import stderr
+
+    opts = kernel_options(shapes, kernels, ops, dtype, device, heads, repeats, warmup, peak_gbs, layers)
+    report = run_kernel_bench(opts, progress=lambda what: stderr.print(f"timing {what}"))
+    console = Console(width=200)
+    console.print(kernel_table(report))
+    if layers:
+        console.print(layer_table(report))
+    if json_out is not None:
+        write_json(report, json_out)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -57,8 +57,12 @@ def use_backend(choice: str) -> Iterator[None]:
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1), read as triton
+    reads it (1/true/yes/on), at call time."""
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.3
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 def use_triton(x: torch.Tensor) -> bool:
@@ -121,11 +125,14 @@ class TritonKernel:
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         launcher = self.variant()[grid]
-        if not interpreting():
-            return launcher
+        interpreted = interpreting()
 
         def launch(*args: Any, **kwargs: Any) -> Any:
-            with _interpretable_language():
+            if interpreted:
+                with _interpretable_language():
+                    return launcher(*args, **kwargs)
+            tensor = next(a for a in args if isinstance(a, torch.Tensor))
+            with torch.cuda.device(tensor.device):  # Triton launches on the current device
                 return launcher(*args, **kwargs)
 
         return launch

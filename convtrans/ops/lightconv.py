@@ -138,7 +138,7 @@ def _lightconv_bwd_weight_kernel(
 # ----------------------------------------------------------------------------------- launchers
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -152,7 +152,7 @@ def _launch_fwd(x: torch.Tensor, kernel: torch.Tensor, padding_l: int) -> torch.
     heads, taps = kernel.shape
     out = torch.empty_like(x)
     block_c = _block_c(channels)
-    grid = (triton_cdiv(time, BLOCK_T), triton_cdiv(channels, block_c), batch)
+    grid = (_cdiv(time, BLOCK_T), _cdiv(channels, block_c), batch)
     _lightconv_fwd_kernel[grid](
         x, kernel, out, time, channels, channels // heads, padding_l,
         K=taps, BLOCK_T=BLOCK_T, BLOCK_C=block_c, **LAUNCH,
@@ -164,10 +164,10 @@ def _launch_bwd_weight(x: torch.Tensor, grad_out: torch.Tensor, heads: int, taps
     """Gradient of the normalized (H, K) kernel, fp32: kernel partial sums, then a tiny torch sum."""
     batch, time, channels = x.shape
     chunk = max(BLOCK_T, min(CHUNK_T, next_power_of_2(time)) // BLOCK_T * BLOCK_T)  # few compiled variants
-    n_chunks = triton_cdiv(time, chunk)
+    n_chunks = _cdiv(time, chunk)
     partial = torch.empty(batch * n_chunks, taps, channels, device=x.device, dtype=torch.float32)
     block_c = _block_c(channels)
-    grid = (n_chunks, triton_cdiv(channels, block_c), batch)
+    grid = (n_chunks, _cdiv(channels, block_c), batch)
     _lightconv_bwd_weight_kernel[grid](
         x, grad_out, partial, time, channels, padding_l, n_chunks,
         K=taps, CHUNK_T=chunk, BLOCK_T=BLOCK_T, BLOCK_C=block_c, **LAUNCH,
