@@ -54,6 +54,23 @@ class ConvMixer(nn.Module):
         logits = self.weight_linear(x).view(batch, time, self.heads, self.kernel_size)  # (B, T, H, K)
         return ops.dynamicconv(x, logits, padding_l, self.weight_dropout, self.training)
 
+    def _decode_window(self, window: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Causal outputs for the t new steps only (inference): each is a K-tap product with its
+        own window, so a decode step costs B·C·K instead of the full op over K-1+t positions, and
+        DynamicConv predicts kernels for the new steps only. Same math as the op (softmax over all
+        K taps, fp32 accumulation); DropConnect is off outside training."""
+        batch, time, channels = x.shape
+        heads, taps = self.heads, self.kernel_size
+        if self.kind == "lightconv":
+            logits = self.weight.view(1, 1, heads, taps)  # (1, 1, H, K)
+        else:
+            logits = self.weight_linear(x).view(batch, time, heads, taps)  # (B, t, H, K)
+        acc = torch.promote_types(x.dtype, torch.float32)
+        w = torch.softmax(logits.to(acc), dim=-1).unsqueeze(3)  # (B|1, t|1, H, 1, K)
+        windows = window.unfold(1, taps, 1).to(acc)  # (B, t, C, K): window i covers steps i .. i+K-1
+        out = (windows.reshape(batch, time, heads, channels // heads, taps) * w).sum(-1)  # (B, t, H, R)
+        return out.reshape(batch, time, channels).to(x.dtype)
+
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
                 cache: ConvCache | None = None) -> tuple[torch.Tensor, ConvCache | None]:
         """x: (B, T, d) → (B, T, out_dim). Causal blocks also return the window for the next steps;
@@ -72,6 +89,6 @@ class ConvMixer(nn.Module):
             window = F.pad(x, (0, 0, max(0, history - x.shape[1]), 0))  # zeros before the start
         else:
             window = torch.cat([cache.prev, x], dim=1)  # (B, K-1 + t, C)
-            out = self._conv(window, self.padding_l)[:, history:]
+            out = self._decode_window(window, x) if not self.training else self._conv(window, self.padding_l)[:, history:]
         new_cache = ConvCache(window[:, window.shape[1] - history:])
         return self.linear2(out), new_cache
