@@ -58,6 +58,9 @@ class _AttentionMixer(nn.Module):
     def forward(self, x, pad_mask=None, cache=None):  # noqa: ANN001, ANN201 - same as MultiheadAttention
         return self.attn(x, pad_mask, self.causal, cache)
 
+    def empty_state(self, batch: int, like: torch.Tensor):  # noqa: ANN201
+        return self.attn.empty_state(batch, like)
+
 
 # The token mixers: name -> builder(config, "encoder" | "decoder", layer index, causal).
 MIXERS: dict[str, Callable[[ModelConfig, str, int, bool], nn.Module]] = {
@@ -156,13 +159,13 @@ class Embedding(nn.Module):
         else:
             self.register_buffer("table", sinusoidal_positions(max_positions, d_model), persistent=False)
 
-    def forward(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """tokens (B, T) at positions start..start+T-1 → (B, T, d)."""
-        end = start + tokens.shape[1]
-        if end > self.max_positions:
-            raise ValueError(f"sequence of {end} positions exceeds max positions {self.max_positions}")
-        pos = self.positions.weight[start:end] if hasattr(self, "positions") else self.table[start:end]
-        return F.dropout(self.tokens(tokens) * self.scale + pos, self.dropout, self.training)
+    def forward(self, tokens: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:
+        """tokens (B, T) at positions start..start+T-1 → (B, T, d). `start` may be a tensor (export)."""
+        if isinstance(start, int) and start + tokens.shape[1] > self.max_positions:
+            raise ValueError(f"sequence of {start + tokens.shape[1]} positions exceeds max positions {self.max_positions}")
+        positions = torch.arange(tokens.shape[1], device=tokens.device) + start  # (T,)
+        table = self.positions.weight if hasattr(self, "positions") else self.table
+        return F.dropout(self.tokens(tokens) * self.scale + table.index_select(0, positions), self.dropout, self.training)
 
 
 def _embedding(vocab: int, d_model: int, pad_id: int) -> nn.Embedding:
@@ -219,6 +222,14 @@ class EncoderDecoder(nn.Module):
             new_cross.append(cross_state)
         logits = self.output(self.decoder_norm(x))
         return logits, DecoderCache(cache.step + tokens.shape[1], new_self, new_cross)
+
+    def init_cache(self, enc_out: torch.Tensor, enc_mask: torch.Tensor) -> DecoderCache:
+        """An explicit decode state for position 0 (empty self states, cross keys/values computed).
+        decode_step gives the same result from it as from cache=None; exported decoders need it so
+        that every step runs the same graph."""
+        batch = enc_out.shape[0]
+        return DecoderCache(0, [layer.mixer.empty_state(batch, enc_out) for layer in self.decoder],
+                            [layer.cross.memory_state(enc_out) for layer in self.decoder])
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for target inputs tgt_in (B, T) (BOS + target[:-1])."""

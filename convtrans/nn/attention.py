@@ -83,21 +83,24 @@ class MultiheadAttention(nn.Module):
         new_cache = AttnCache(k, v) if causal else None
         return self._attend(q, k, v, mask), new_cache
 
+    def empty_state(self, batch: int, like: torch.Tensor) -> AttnCache:
+        """Self-attention decode state before the first step: no keys or values yet."""
+        empty = like.new_zeros(batch, self.heads, 0, self.q_proj.out_features // self.heads)
+        return AttnCache(empty, empty)
+
+    def memory_state(self, memory: torch.Tensor) -> AttnCache:
+        """Cross-attention keys/values of the encoder output, computed once per sentence."""
+        return AttnCache(split_heads(self.k_proj(memory), self.heads), split_heads(self.v_proj(memory), self.heads))
+
     def cross(self, x: torch.Tensor, memory: torch.Tensor | None, memory_pad: torch.Tensor | None,
               cache: AttnCache | None = None) -> tuple[torch.Tensor, AttnCache]:
         """Attend from x to the encoder output; keys/values are computed once and cached."""
         if cache is None:
             assert memory is not None, "cross-attention needs the encoder output on its first call"
-            cache = AttnCache(split_heads(self.k_proj(memory), self.heads), split_heads(self.v_proj(memory), self.heads))
+            cache = self.memory_state(memory)
         q = split_heads(self.q_proj(x), self.heads)
         mask = attend_mask(memory_pad, x.shape[1], cache.k.shape[2], None, x.device)
         return self._attend(q, cache.k, cache.v, mask), cache
-
-
-def empty_attn_cache(batch: int, heads: int, head_dim: int, like: torch.Tensor) -> AttnCache:
-    """A cache with no steps yet (S = 0)."""
-    empty = like.new_zeros(batch, heads, 0, head_dim)
-    return AttnCache(empty, empty)
 
 
 def scaled_logits(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

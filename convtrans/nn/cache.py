@@ -44,9 +44,9 @@ class ConvCache:
 
 @dataclass
 class SynthCache:
-    """Synthesizer state: the next position and the cached values (and keys for a vanilla part)."""
+    """Synthesizer state: the values (and keys, for a vanilla part) of the S steps so far; the next
+    position is S, so no separate counter (an int would be frozen into an exported graph)."""
 
-    step: int
     v: torch.Tensor  # (B, H, S, Dh)
     k: torch.Tensor | None = None
 

@@ -54,6 +54,10 @@ class ConvMixer(nn.Module):
         logits = self.weight_linear(x).view(batch, time, self.heads, self.kernel_size)  # (B, T, H, K)
         return ops.dynamicconv(x, logits, padding_l, self.weight_dropout, self.training)
 
+    def empty_state(self, batch: int, like: torch.Tensor) -> ConvCache:
+        """Decode state before the first step: K-1 zeros, which is what the causal padding reads."""
+        return ConvCache(like.new_zeros(batch, self.kernel_size - 1, self.linear2.in_features))
+
     def _decode_window(self, window: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Causal outputs for the t new steps only (inference): each is a K-tap product with its
         own window, so a decode step costs B·C·K instead of the full op over K-1+t positions, and

@@ -36,3 +36,6 @@ class LSRAMixer(nn.Module):
         y_conv, conv_cache = self.conv(x_conv, pad_mask, cache.conv if cache else None)
         new_cache = LSRACache(attn_cache, conv_cache) if self.causal else None
         return torch.cat([y_attn, y_conv], dim=-1), new_cache
+
+    def empty_state(self, batch: int, like: torch.Tensor) -> LSRACache:
+        return LSRACache(self.attention.empty_state(batch, like), self.conv.empty_state(batch, like))

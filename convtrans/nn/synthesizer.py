@@ -13,8 +13,8 @@ Mixtures combine the parts' logits before the softmax with learned weights softm
 (α starts at 0: equal weights). Causal and key-padding masks apply to the mixed logits.
 Values G(x) and the output projection are as in attention. Inputs longer than l are refused.
 
-Decode state: the next position (selects the rows of R / the slice of dense logits) and the
-values (and keys, for a vanilla part) of earlier steps.
+Decode state: the values (and keys, for a vanilla part) of earlier steps; their count is the next
+position, which selects the rows of R / the slice of dense logits.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class SynthesizerMixer(nn.Module):
         """x: (B, T, d) → (B, T, d). Causal mixers also return their decode state; with a cache,
         x holds only the new steps."""
         batch, time, _ = x.shape
-        start = cache.step if cache is not None else 0
-        if start + time > self.max_len:
+        start = cache.v.shape[2] if cache is not None else 0
+        if not torch.jit.is_tracing() and start + time > self.max_len:
             raise ValueError(f"synthesizer input of {start + time} positions exceeds max_len={self.max_len}")
         v = split_heads(self.v_proj(x), self.heads)  # (B, H, T, Dh)
         k = split_heads(self.k_proj(x), self.heads) if "vanilla" in self.parts else None
@@ -121,5 +121,10 @@ class SynthesizerMixer(nn.Module):
         weights = torch.softmax(logits.to(acc).masked_fill(blocked, float("-inf")), dim=-1).to(v.dtype)
         weights = nn.functional.dropout(weights, self.dropout, self.training)
         out = self.out_proj(merge_heads(torch.matmul(weights, v)))
-        new_cache = SynthCache(start + time, v, k) if self.causal else None
+        new_cache = SynthCache(v, k) if self.causal else None
         return out, new_cache
+
+    def empty_state(self, batch: int, like: torch.Tensor) -> SynthCache:
+        """Decode state before the first step (no values yet)."""
+        empty = like.new_zeros(batch, self.heads, 0, self.v_proj.out_features // self.heads)
+        return SynthCache(empty, empty if "vanilla" in self.parts else None)

@@ -113,3 +113,15 @@ def test_every_parameter_gets_a_gradient(model) -> None:
     logits.logsumexp(-1).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+
+
+@torch.no_grad()
+def test_explicit_initial_cache_equals_no_cache(model) -> None:
+    src, tgt = _tokens(2, 7, 17), _tokens(2, 6, 18)
+    enc, mask = model.encode(src)
+    cache = model.init_cache(enc, mask)
+    steps = []
+    for t in range(tgt.shape[1]):
+        logits, cache = model.decode_step(tgt[:, t : t + 1], enc, mask, cache)
+        steps.append(logits)
+    assert (torch.cat(steps, 1) - model(src, tgt)).abs().max() < 1e-5
