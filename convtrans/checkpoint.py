@@ -15,6 +15,7 @@ immutable and `checkpoint_last` / `checkpoint_best` are symlinks swapped atomica
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -60,6 +61,11 @@ class Checkpoint:
     def tokenizer_path(self, side: str) -> Path:
         return self.path / self.data.tokenizers[side]
 
+    @property
+    def export(self) -> dict[str, Any] | None:
+        """How the graphs of an exported directory were made (None for a regular checkpoint)."""
+        return self.extra.get("export")
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -78,23 +84,42 @@ def save(path: Path, model: torch.nn.Module, model_config: ModelConfig, data: Da
     """
     from safetensors.torch import save_model
 
+    def populate(tmp: Path) -> None:
+        weights_model = model if dtype is None else copy.deepcopy(model).to(dtype)
+        save_model(weights_model, str(tmp / WEIGHTS), metadata={"format": "pt", "convtrans": __version__})
+        if train_state is not None:
+            torch.save(train_state, tmp / TRAIN_STATE)
+
+    return _write(path, populate, model_config, data, tokenizer_files, generate, extra, overwrite)
+
+
+def save_files(path: Path, files: dict[str, Path], model_config: ModelConfig, data: DataInfo,
+               tokenizer_files: dict[str, Path], generate: GenerateConfig | None = None,
+               extra: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Like `save`, with ready-made weight files (exported graphs) instead of model.safetensors."""
+
+    def populate(tmp: Path) -> None:
+        for name, source in files.items():
+            shutil.copyfile(source, tmp / name)
+
+    return _write(path, populate, model_config, data, tokenizer_files, generate, extra, overwrite)
+
+
+def _write(path: Path, populate: Any, model_config: ModelConfig, data: DataInfo, tokenizer_files: dict[str, Path],
+           generate: GenerateConfig | None, extra: dict[str, Any] | None, overwrite: bool) -> Path:
+    """Build the directory aside (weights, tokenizers, then config.json with checksums) and rename it in."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        weights_model = model
-        if dtype is not None:
-            import copy
-
-            weights_model = copy.deepcopy(model).to(dtype)
-        save_model(weights_model, str(tmp / WEIGHTS), metadata={"format": "pt", "convtrans": __version__})
+        populate(tmp)
         for name in sorted(set(data.tokenizers.values())):
             side = next(s for s, n in data.tokenizers.items() if n == name)
             shutil.copyfile(tokenizer_files[side], tmp / name)
-        if train_state is not None:
-            torch.save(train_state, tmp / TRAIN_STATE)
+        for p in tmp.iterdir():
+            p.chmod(0o644)  # some writers create 0600 files; a model directory is for sharing
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         config = {
             "format_version": FORMAT_VERSION,
@@ -152,6 +177,8 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Any, Che
     from convtrans.model import EncoderDecoder
 
     checkpoint = read(path)
+    if checkpoint.export:
+        raise UserError(f"{path} is an exported model ({checkpoint.export['format']}); it runs with translate, not as a checkpoint")
     model = EncoderDecoder(checkpoint.model_config)
     try:
         missing, unexpected = load_weights(model, str(checkpoint.path / WEIGHTS), strict=False)

@@ -164,16 +164,6 @@ def score(
                        f"vs baseline {c.baseline:.2f}, p = {c.p_value:.4f}: {verdict}")
 
 
-def _not_available(name: str, issue: int) -> None:
-    """Register a subcommand that exists in --help but is not built yet."""
-
-    @app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-                 help=f"(not available yet; see issue #{issue})", add_help_option=False)
-    def command(ctx: typer.Context) -> None:  # noqa: ARG001 - accepts and ignores any arguments
-        typer.echo(f"error: `convtrans {name}` is not available yet (issue #{issue})", err=True)
-        raise typer.Exit(2)
-
-
 @app.command()
 @friendly_errors
 def train(
@@ -292,7 +282,9 @@ def _run_generation(task: str, model: Optional[str], input_path: Optional[Path],
             results = translator.translate_batch(chunk, config, first_line=line_no + 1)
             out: list[str] = []
             for offset, result in enumerate(results):
-                if n_best > 1:
+                if not chunk[offset].strip():  # a blank line stays blank (and has no n-best entries)
+                    out.extend([] if n_best > 1 else [""])
+                elif n_best > 1:
                     out.extend(f"{line_no + offset} ||| {text} ||| {score:.4f}" for text, score in result.alternatives)
                 else:
                     out.append(f"{result.score:.4f}\t{result.text}" if scores else result.text)
@@ -353,7 +345,28 @@ def summarize(
     _run_generation("summarize", model, input_path, output, overrides, 1, scores, batch_tokens, device, jsonl_field)
 
 
-_not_available("export", 7)
+@app.command()
+@friendly_errors
+def export(
+    sources: Annotated[list[Path], typer.Argument(help="A checkpoint dir, a run dir, or several checkpoints to average.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="checkpoint, torchscript or onnx.")] = "torchscript",
+    average: Annotated[int, typer.Option(help="Average the N newest checkpoints of a run dir.")] = 0,
+    quantize: Annotated[Optional[str], typer.Option(help="int8: dynamic int8 Linear layers (TorchScript, CPU).")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store weights in fp16 (half the size).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+) -> None:
+    """Export for deployment (TorchScript / ONNX graphs with explicit decode state), average
+    checkpoints, quantize to int8 or halve to fp16. `convtrans translate -m OUT` runs the result."""
+    from convtrans.console import stderr
+    from convtrans.export import describe
+    from convtrans.export import export as run_export
+
+    stderr.print(describe(run_export(sources, out, fmt, average, quantize, fp16, force)))
+
+
+
+
 
 
 bench_app = typer.Typer(help="Benchmarks: conv kernels (Triton vs PyTorch) and layers.", no_args_is_help=True)

@@ -77,7 +77,9 @@ class Translator:
     def __init__(self, model: str | Path, device: str = "auto", generate: GenerateConfig | None = None,
                  batch_tokens: int = 4096, on_truncate: Callable[[int, int], None] | None = None) -> None:
         self.device = pick_device(device)
-        self.model, self.checkpoint = ckpt.load_model(resolve_model(model), self.device)
+        from convtrans.runtime import load_for_inference
+
+        self.model, self.checkpoint = load_for_inference(resolve_model(model), self.device)
         data = self.checkpoint.data
         self.source, self.target = data.source_lang, data.target_lang
         self.src_tok = SubwordTokenizer(self.checkpoint.tokenizer_path(self.source))

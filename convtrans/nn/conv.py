@@ -71,8 +71,10 @@ class ConvMixer(nn.Module):
             logits = self.weight_linear(x).view(batch, time, heads, taps)  # (B, t, H, K)
         acc = torch.promote_types(x.dtype, torch.float32)
         w = torch.softmax(logits.to(acc), dim=-1).unsqueeze(3)  # (B|1, t|1, H, 1, K)
-        windows = window.unfold(1, taps, 1).to(acc)  # (B, t, C, K): window i covers steps i .. i+K-1
-        out = (windows.reshape(batch, time, heads, channels // heads, taps) * w).sum(-1)  # (B, t, H, R)
+        heads_view = window.to(acc).reshape(batch, -1, heads, channels // heads)  # (B, K-1+t, H, R)
+        out = heads_view[:, 0:time] * w[..., 0]
+        for k in range(1, taps):  # a tap loop rather than unfold: traces and exports to ONNX
+            out = out + heads_view[:, k : k + time] * w[..., k]  # (B, t, H, R)
         return out.reshape(batch, time, channels).to(x.dtype)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,

@@ -61,7 +61,7 @@ def lightconv_ref(
     heads, taps = weight.shape
     acc = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 accumulate in fp32, fp64 stays
     w = normalized_kernel(weight, acc, dropconnect, training)  # (H, K)
-    w = w.repeat_interleave(channels // heads, dim=0).unsqueeze(1)  # (C, 1, K), contiguous head map
+    w = w.unsqueeze(1).expand(heads, channels // heads, taps).reshape(channels, 1, taps)  # (C, 1, K), contiguous head map
     xt = F.pad(x.to(acc).transpose(1, 2), (padding_l, taps - 1 - padding_l))  # (B, C, T + K - 1)
     out = F.conv1d(xt, w, groups=channels)  # (B, C, T)
     return out.transpose(1, 2).to(x.dtype)  # (B, T, C)

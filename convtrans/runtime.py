@@ -1,0 +1,89 @@
+"""Running exported models: an adapter that gives TorchScript or ONNX graphs the EncoderDecoder
+interface generate.py uses (config, encode, decode_step with a reorderable DecoderCache), so
+exported and eager models share one search implementation and give the same output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convtrans import checkpoint as ckpt
+from convtrans.config import ModelConfig
+from convtrans.errors import UserError
+from convtrans.nn.cache import DecoderCache
+
+
+class ExportedModel:
+    """encoder / init / step graphs of an exported directory behind the model interface."""
+
+    training = False
+
+    def __init__(self, checkpoint: ckpt.Checkpoint, device: torch.device) -> None:
+        info = checkpoint.export
+        assert info is not None
+        self.config: ModelConfig = checkpoint.model_config
+        self.format, self.device = info["format"], device
+        paths = {name: checkpoint.path / file for name, file in info["graphs"].items()}
+        if self.format == "torchscript":  # one module; its methods encode / init / step are the graphs
+            module = torch.jit.load(str(paths["step"]), map_location=device)
+            module = module.float() if info.get("fp16") else module
+            self.graphs = {"encoder": module.encode, "init": module.init, "step": module.step}
+        elif self.format == "onnx":
+            try:
+                import onnxruntime
+            except ImportError:
+                raise UserError("running an ONNX export needs onnxruntime: pip install 'convtrans[onnx]'") from None
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+            self.graphs = {name: onnxruntime.InferenceSession(str(path), providers=providers) for name, path in paths.items()}
+        else:
+            raise UserError(f"{checkpoint.path}: unknown export format {self.format!r}")
+        self.n_layers = self.config.decoder_layers
+
+    def eval(self) -> ExportedModel:
+        return self
+
+    def _run(self, name: str, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        if self.format == "torchscript":
+            outputs = self.graphs[name](*inputs)
+            return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+        session = self.graphs[name]
+        # the exporter drops inputs a graph does not read (the step reads cached cross keys/values,
+        # not enc_out), so feed by name
+        names = {"encoder": ["src"], "init": ["enc_out", "enc_mask"],
+                 "step": ["tokens", "step", "enc_out", "enc_mask"] + [f"state_{i}" for i in range(len(inputs) - 4)]}[name]
+        wanted = {arg.name for arg in session.get_inputs()}
+        feed = {n: t.cpu().numpy() for n, t in zip(names, inputs) if n in wanted}
+        return [torch.from_numpy(np.asarray(o)).to(self.device) for o in session.run(None, feed)]
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc_out, enc_mask = self._run("encoder", src)
+        return enc_out, enc_mask.bool()
+
+    def _pack(self, step: int, flat: list[torch.Tensor]) -> DecoderCache:
+        """Per-layer tuples: self states first (their sizes vary by mixer), then cross k/v pairs."""
+        n_cross = 2 * self.n_layers
+        self_flat, cross_flat = flat[: len(flat) - n_cross], flat[len(flat) - n_cross :]
+        per_layer = len(self_flat) // self.n_layers
+        self_states = [tuple(self_flat[i * per_layer : (i + 1) * per_layer]) for i in range(self.n_layers)]
+        cross_states = [tuple(cross_flat[2 * i : 2 * i + 2]) for i in range(self.n_layers)]
+        return DecoderCache(step, self_states, cross_states)
+
+    def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
+                    cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
+        if cache is None:
+            cache = self._pack(0, self._run("init", enc_out, enc_mask))
+        flat = [t for state in cache.self_states for t in state] + [t for state in cache.cross_states for t in state]
+        logits, *new_flat = self._run("step", tokens, torch.tensor(cache.step), enc_out, enc_mask, *flat)
+        return logits, self._pack(cache.step + tokens.shape[1], new_flat)
+
+
+def load_for_inference(path: Path, device: torch.device) -> tuple[Any, ckpt.Checkpoint]:
+    """An eager model from a checkpoint, or the exported graphs of an exported directory."""
+    checkpoint = ckpt.read(path)
+    if checkpoint.export:
+        return ExportedModel(checkpoint, device), checkpoint
+    return ckpt.load_model(path, device)
