@@ -404,6 +404,39 @@ def bench_kernels(
         write_json(report, json_out)
 
 
+@bench_app.command("decode")
+@friendly_errors
+def bench_decode(
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="Source sentences, one per line (.gz ok).")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model(s) to time side by side (default: the shipped translator).")] = None,
+    beams: Annotated[str, typer.Option(help="Comma-separated beam sizes.")] = "1,5",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated sentences per batch.")] = "1,64",
+    max_sentences: Annotated[int, typer.Option(help="Use the first N lines.")] = 500,
+    threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    json_out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file.")] = None,
+) -> None:
+    """Sentences/s and tokens/s of translate for each model, beam size and batch size."""
+    import itertools
+
+    from rich.console import Console
+
+    from convtrans.bench_decode import decode_table, run_decode_bench, write_json
+    from convtrans.console import stderr
+    from convtrans.data.corpus import read_lines
+    from convtrans.translator import default_model
+
+    lines = [line for line in itertools.islice(read_lines(input_path), max_sentences) if line.strip()]
+    if not lines:
+        raise UserError(f"{input_path} has no sentences to translate")
+    models = list(model or [str(default_model("translate"))])
+    rows = run_decode_bench(models, lines, [int(b) for b in _csv(beams)], [int(b) for b in _csv(batch_sizes)], device,
+                            threads, progress=lambda what: stderr.print(f"timing {what}"))
+    Console(width=200).print(decode_table(rows))
+    if json_out is not None:
+        write_json(rows, json_out)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

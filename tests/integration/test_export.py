@@ -138,3 +138,18 @@ def test_bad_input_gives_one_line_error(trained: Path, tmp_path: Path, args, pat
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert re.search(pattern, result.stderr), result.stderr
+
+
+def test_bench_decode_times_models_side_by_side(trained: Path, tmp_path: Path) -> None:
+    import json
+
+    src = tmp_path / "in.de"
+    src.write_text("".join(de + "\n" for de, _ in make_pairs(6, seed=7)))
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "decode", "-i", str(src), "-m", str(trained / "checkpoint_last"),
+                                      "-m", str(trained / "checkpoint_best"), "--beams", "1,2", "--batch-sizes", "1,4",
+                                      "--json-out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 * 2 * 2 and all(r["sentences"] == 6 and r["sentences_per_s"] > 0 for r in rows)
+    assert "sentences/s" in result.stdout

@@ -1,0 +1,75 @@
+"""`convtrans bench decode`: translation speed of one or more models over the same input.
+
+For every model × beam × batch size, the input lines are translated in consecutive groups of
+`batch size` lines (each group one `translate_batch` call, as a streaming user would send them),
+and the wall time of the whole file gives sentences/s and output tokens/s (subwords including
+EOS). Models are timed side by side in one run, so ratios between them are meaningful on any
+machine; absolute numbers mean something only for the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convtrans.translator import Translator
+
+
+@dataclass
+class DecodeRow:
+    model: str
+    parameters: int
+    beam: int
+    batch_size: int
+    sentences: int
+    seconds: float
+    sentences_per_s: float
+    tokens_per_s: float
+
+
+def run_decode_bench(models: list[str], lines: list[str], beams: list[int], batch_sizes: list[int], device: str = "cpu",
+                     threads: int | None = None, progress: Any = None) -> list[DecodeRow]:
+    if threads:
+        torch.set_num_threads(threads)
+    rows = []
+    for name in models:
+        translator = Translator(name, device=device, batch_tokens=1 << 30)
+        params = sum(p.numel() for p in translator.model.parameters()) if hasattr(translator.model, "parameters") else 0
+        translator.translate_batch(lines[:4])  # warm-up (allocator, lazy init)
+        for beam in beams:
+            config = translator.generate_config.replace(beam=beam, n_best=1, sampling=False)
+            for batch_size in batch_sizes:
+                if progress:
+                    progress(f"{name}: beam {beam}, batch {batch_size}")
+                tokens = 0
+                started = time.perf_counter()
+                for start in range(0, len(lines), batch_size):
+                    for result in translator.translate_batch(lines[start : start + batch_size], config):
+                        tokens += len(result.tokens) + 1
+                seconds = time.perf_counter() - started
+                rows.append(DecodeRow(name, params, beam, batch_size, len(lines), seconds, len(lines) / seconds,
+                                      tokens / seconds))
+    return rows
+
+
+def decode_table(rows: list[DecodeRow]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="decode speed (wall clock, this machine)")
+    for column in ("model", "params", "beam", "batch", "sentences/s", "tokens/s", "vs first model"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    first = {(r.beam, r.batch_size): r for r in rows if r.model == rows[0].model}
+    for r in rows:
+        ratio = r.sentences_per_s / first[(r.beam, r.batch_size)].sentences_per_s
+        table.add_row(r.model, f"{r.parameters / 1e6:.2f}M", str(r.beam), str(r.batch_size), f"{r.sentences_per_s:.1f}",
+                      f"{r.tokens_per_s:.0f}", f"{ratio:.2f}x")
+    return table
+
+
+def write_json(rows: list[DecodeRow], path: Path) -> None:
+    Path(path).write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n", encoding="utf-8")
