@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from convtrans.model import EncoderDecoder
 from convtrans.translator import Translator
 
 
@@ -39,7 +40,7 @@ def run_decode_bench(models: list[str], lines: list[str], beams: list[int], batc
     rows = []
     for name in models:
         translator = Translator(name, device=device, batch_tokens=1 << 30)
-        params = sum(p.numel() for p in translator.model.parameters()) if hasattr(translator.model, "parameters") else 0
+        params = _parameter_count(translator)
         translator.translate_batch(lines[:4])  # warm-up (allocator, lazy init)
         for beam in beams:
             config = translator.generate_config.replace(beam=beam, n_best=1, sampling=False)
@@ -55,6 +56,14 @@ def run_decode_bench(models: list[str], lines: list[str], beams: list[int], batc
                 rows.append(DecodeRow(name, params, beam, batch_size, len(lines), seconds, len(lines) / seconds,
                                       tokens / seconds))
     return rows
+
+
+def _parameter_count(translator: Translator) -> int:
+    """Counted on the eager model; an exported graph holds no Parameters, so count its config's model."""
+    if isinstance(translator.model, torch.nn.Module) and any(True for _ in translator.model.parameters()):
+        return sum(p.numel() for p in translator.model.parameters())
+    with torch.device("meta"):
+        return EncoderDecoder(translator.checkpoint.model_config).num_parameters()
 
 
 def decode_table(rows: list[DecodeRow]) -> Any:
