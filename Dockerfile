@@ -7,6 +7,7 @@ WORKDIR /opt/convtrans
 COPY pyproject.toml README.md ./
 COPY convtrans ./convtrans
 COPY models ./models
-RUN pip install --no-cache-dir . && convtrans --help
+RUN pip install --no-cache-dir . && convtrans --help \
+    && echo "Ein Mann fährt Fahrrad." | convtrans translate
 ENTRYPOINT ["convtrans"]
 CMD ["--help"]
