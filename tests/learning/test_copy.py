@@ -26,29 +26,39 @@ def _strings(n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(SYMBOLS) for _ in range(rng.randint(3, 8))) for _ in range(n)]
 
 
-@pytest.fixture(scope="module")
-def copy_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("copy")
-    for split, n, seed in (("train", 3000, 1), ("valid", 100, 2)):
-        lines = _strings(n, seed)
-        write_split(root / "raw" / split, list(zip(lines, lines)), langs=("src", "tgt"))
+def _preprocess(root: Path, train: list[tuple[str, str]], valid: list[tuple[str, str]], vocab_size: int) -> Path:
+    for split, pairs in (("train", train), ("valid", valid)):
+        write_split(root / "raw" / split, pairs, langs=("src", "tgt"))
     result = CliRunner().invoke(app, ["preprocess", "-s", "src", "-t", "tgt", "--trainpref", str(root / "raw" / "train"),
                                       "--validpref", str(root / "raw" / "valid"), "--destdir", str(root / "bin"),
-                                      "--vocab-size", "24", "--model-type", "bpe"])
+                                      "--vocab-size", str(vocab_size), "--model-type", "bpe"])
     assert result.exit_code == 0, result.stderr
     return root / "bin"
 
 
-def _learns_to_copy(data: Path, run: Path, preset: str, updates: int) -> float:
+def _exact_match_after_training(data: Path, run: Path, preset: str, updates: int, max_tokens: int,
+                                tests: list[tuple[str, str]]) -> float:
+    """Train `preset` for `updates` steps, then beam-search the test sources: fraction exactly right."""
     result = CliRunner().invoke(app, ["train", str(data), "--arch", preset, "--save-dir", str(run), "--device", "cpu",
-                                      "--max-update", str(updates), "--max-tokens", "1024", "--lr", "3e-3",
+                                      "--max-update", str(updates), "--max-tokens", str(max_tokens), "--lr", "3e-3",
                                       "--warmup-updates", "100", "--dropout", "0.0", "--no-valid-bleu",
                                       "--validate-interval-updates", str(updates)])
     assert result.exit_code == 0, result.stderr
-    tests = _strings(200, seed=3)
-    translator = Translator(run / "checkpoint_last", device="cpu")
-    outputs = [r.text for r in translator.translate_batch(tests)]
-    return sum(o == t for o, t in zip(outputs, tests)) / len(tests)
+    outputs = [r.text for r in Translator(run / "checkpoint_last", device="cpu").translate_batch([s for s, _ in tests])]
+    return sum(o == t for o, (_, t) in zip(outputs, tests)) / len(tests)
+
+
+def _copy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    return [(line, line) for line in _strings(n, seed)]
+
+
+@pytest.fixture(scope="module")
+def copy_data(tmp_path_factory) -> Path:
+    return _preprocess(tmp_path_factory.mktemp("copy"), _copy_pairs(3000, 1), _copy_pairs(100, 2), vocab_size=24)
+
+
+def _learns_to_copy(data: Path, run: Path, preset: str, updates: int) -> float:
+    return _exact_match_after_training(data, run, preset, updates, 1024, _copy_pairs(200, seed=3))
 
 
 def test_dynamicconv_learns_to_copy(copy_data: Path, tmp_path: Path) -> None:
@@ -74,18 +84,6 @@ def _long_sources(n: int, seed: int) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_dynamicconv_reads_long_sources(tmp_path: Path) -> None:
-    for split, n, seed in (("train", 4000, 1), ("valid", 100, 2)):
-        write_split(tmp_path / "raw" / split, _long_sources(n, seed), langs=("src", "tgt"))
-    result = CliRunner().invoke(app, ["preprocess", "-s", "src", "-t", "tgt", "--trainpref", str(tmp_path / "raw" / "train"),
-                                      "--validpref", str(tmp_path / "raw" / "valid"), "--destdir", str(tmp_path / "bin"),
-                                      "--vocab-size", "16", "--model-type", "bpe"])
-    assert result.exit_code == 0, result.stderr
-    run = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", str(tmp_path / "bin"), "--arch", "tiny_dynamicconv", "--save-dir", str(run),
-                                      "--device", "cpu", "--max-update", "2000", "--max-tokens", "4096", "--lr", "3e-3",
-                                      "--warmup-updates", "100", "--dropout", "0.0", "--no-valid-bleu",
-                                      "--validate-interval-updates", "2000"])
-    assert result.exit_code == 0, result.stderr
-    tests = _long_sources(200, seed=3)
-    outputs = [r.text for r in Translator(run / "checkpoint_last", device="cpu").translate_batch([s for s, _ in tests])]
-    assert sum(o == t for o, (_, t) in zip(outputs, tests)) / len(tests) >= 0.8
+    data = _preprocess(tmp_path, _long_sources(4000, 1), _long_sources(100, 2), vocab_size=16)
+    accuracy = _exact_match_after_training(data, tmp_path / "run", "tiny_dynamicconv", 2000, 4096, _long_sources(200, seed=3))
+    assert accuracy >= 0.8
