@@ -5,6 +5,12 @@ For every model × beam × batch size, the input lines are translated in consecu
 and the wall time of the whole file gives sentences/s and output tokens/s (subwords including
 EOS). Models are timed side by side in one run, so ratios between them are meaningful on any
 machine; absolute numbers mean something only for the machine they ran on.
+
+Models that write outputs of different lengths do different amounts of work for the same input
+(a half-trained model that repeats itself looks slow per sentence, fast per token). With
+`output_length` every hypothesis is forced to exactly that many subwords (EOS blocked before,
+forced at it; no n-gram blocking), so every model runs the same number of decode steps over the
+same beams and the comparison is of the decoders alone.
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ class DecodeRow:
     seconds: float
     sentences_per_s: float
     tokens_per_s: float
+    output_length: int | None = None  # forced subwords per output, None = each model's own
 
 
 def run_decode_bench(models: list[str], lines: list[str], beams: list[int], batch_sizes: list[int], device: str = "cpu",
-                     threads: int | None = None, progress: Any = None) -> list[DecodeRow]:
+                     threads: int | None = None, progress: Any = None, output_length: int | None = None) -> list[DecodeRow]:
     if threads:
         torch.set_num_threads(threads)
     rows = []
@@ -44,6 +51,8 @@ def run_decode_bench(models: list[str], lines: list[str], beams: list[int], batc
         translator.translate_batch(lines[:4])  # warm-up (allocator, lazy init)
         for beam in beams:
             config = translator.generate_config.replace(beam=beam, n_best=1, sampling=False)
+            if output_length:
+                config = config.replace(min_len=output_length, max_len_a=0.0, max_len_b=output_length, no_repeat_ngram=0)
             for batch_size in batch_sizes:
                 if progress:
                     progress(f"{name}: beam {beam}, batch {batch_size}")
@@ -54,7 +63,7 @@ def run_decode_bench(models: list[str], lines: list[str], beams: list[int], batc
                         tokens += len(result.tokens) + 1
                 seconds = time.perf_counter() - started
                 rows.append(DecodeRow(name, params, beam, batch_size, len(lines), seconds, len(lines) / seconds,
-                                      tokens / seconds))
+                                      tokens / seconds, output_length or None))
     return rows
 
 

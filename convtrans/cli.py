@@ -415,6 +415,7 @@ def bench_decode(
     threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     json_out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file.")] = None,
+    output_length: Annotated[int, typer.Option(help="Force every output to exactly N subwords, so models run the same decode steps (0 = off).")] = 0,
 ) -> None:
     """Sentences/s and tokens/s of translate for each model, beam size and batch size."""
     import itertools
@@ -431,7 +432,7 @@ def bench_decode(
         raise UserError(f"{input_path} has no sentences to translate")
     models = list(model or [str(default_model("translate"))])
     rows = run_decode_bench(models, lines, [int(b) for b in _csv(beams)], [int(b) for b in _csv(batch_sizes)], device,
-                            threads, progress=lambda what: stderr.print(f"timing {what}"))
+                            threads, progress=lambda what: stderr.print(f"timing {what}"), output_length=output_length)
     Console(width=200).print(decode_table(rows))
     if json_out is not None:
         write_json(rows, json_out)

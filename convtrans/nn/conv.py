@@ -59,23 +59,28 @@ class ConvMixer(nn.Module):
         return ConvCache(like.new_zeros(batch, self.kernel_size - 1, self.linear2.in_features))
 
     def _decode_window(self, window: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Causal outputs for the t new steps only (inference): each is a K-tap product with its
-        own window, so a decode step costs B·C·K instead of the full op over K-1+t positions, and
-        DynamicConv predicts kernels for the new steps only. Same math as the op (softmax over all
-        K taps, fp32 accumulation); DropConnect is off outside training."""
+        """Causal outputs for the t new steps only (inference), from the window (B, K-1+t, C) of
+        cached and new inputs: each output is a K-tap product with its own K inputs, so a decode
+        step costs B·C·K and DynamicConv predicts kernels for the new steps only. Same math as the
+        op (softmax over all K taps, fp32 accumulation); DropConnect is off outside training.
+
+        The taps are one broadcast multiply and one sum over K, not a loop over taps: a decode step
+        at beam 5 is made of tiny ops, and a tap loop adds 2·K of them per layer (for K = 31 it cost
+        10x more than this). A batched matmul (B·H matrix-vector products) was slower still."""
         batch, time, channels = x.shape
-        heads, taps = self.heads, self.kernel_size
+        heads, taps, head_dim = self.heads, self.kernel_size, channels // self.heads
         if self.kind == "lightconv":
             logits = self.weight.view(1, 1, heads, taps)  # (1, 1, H, K)
         else:
             logits = self.weight_linear(x).view(batch, time, heads, taps)  # (B, t, H, K)
         acc = torch.promote_types(x.dtype, torch.float32)
-        w = torch.softmax(logits.to(acc), dim=-1).unsqueeze(3)  # (B|1, t|1, H, 1, K)
-        heads_view = window.to(acc).reshape(batch, -1, heads, channels // heads)  # (B, K-1+t, H, R)
-        out = heads_view[:, 0:time] * w[..., 0]
-        for k in range(1, taps):  # a tap loop rather than unfold: traces and exports to ONNX
-            out = out + heads_view[:, k : k + time] * w[..., k]  # (B, t, H, R)
-        return out.reshape(batch, time, channels).to(x.dtype)
+        w = torch.softmax(logits.to(acc), dim=-1).transpose(2, 3).unsqueeze(-1)  # (B|1, t|1, K, H, 1)
+        window = window.to(acc)
+        if time == 1:  # a decode step: the window is exactly its K inputs (and ONNX cannot unfold)
+            windows = window.view(batch, 1, taps, heads, head_dim)
+        else:  # several new steps at once: each reads its own K inputs
+            windows = window.unfold(1, taps, 1).transpose(2, 3).reshape(batch, time, taps, heads, head_dim)
+        return (windows * w).sum(2).reshape(batch, time, channels).to(x.dtype)  # (B, t, H, R) → (B, t, C)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
                 cache: ConvCache | None = None) -> tuple[torch.Tensor, ConvCache | None]:

@@ -153,3 +153,20 @@ def test_bench_decode_times_models_side_by_side(trained: Path, tmp_path: Path) -
     rows = json.loads(out.read_text())
     assert len(rows) == 2 * 2 * 2 and all(r["sentences"] == 6 and r["sentences_per_s"] > 0 for r in rows)
     assert "sentences/s" in result.stdout
+
+
+def test_bench_decode_output_length_forces_every_output_to_that_many_subwords(trained: Path, tmp_path: Path) -> None:
+    import json
+
+    src = tmp_path / "in.de"
+    src.write_text("".join(de + "\n" for de, _ in make_pairs(6, seed=7)))
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "decode", "-i", str(src), "-m", str(trained / "checkpoint_last"),
+                                      "--beams", "1,3", "--batch-sizes", "4", "--output-length", "7",
+                                      "--json-out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2
+    for row in rows:  # 6 outputs of 7 subwords + EOS each, whatever the model would have written
+        assert row["output_length"] == 7
+        assert round(row["tokens_per_s"] * row["seconds"]) == 6 * (7 + 1)
