@@ -198,11 +198,20 @@ def load_train_state(path: Path) -> dict[str, Any]:
 
 
 def point(link: Path, target: Path) -> None:
-    """Make `link` a symlink to `target` (relative), replacing any previous link atomically."""
+    """Make `link` a symlink to `target` (relative), replacing any previous link atomically.
+
+    A run directory copied with `cp -rL` (or through a tool that drops symlinks) holds real
+    directories here; a symlink cannot atomically replace a directory, so that directory is kept
+    under a free `<name>.old[.N]` name (never deleted: it may be the only copy) before linking."""
     tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     tmp.symlink_to(os.path.relpath(target, link.parent))
+    if link.is_dir() and not link.is_symlink():
+        aside, n = link.with_name(f"{link.name}.old"), 1
+        while aside.exists() or aside.is_symlink():
+            aside, n = link.with_name(f"{link.name}.old.{n}"), n + 1
+        link.rename(aside)
     os.replace(tmp, link)
 
 

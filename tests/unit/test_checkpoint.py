@@ -75,3 +75,19 @@ def test_average_is_the_parameter_mean(saved, tmp_path) -> None:
     for name, param in averaged.state_dict().items():
         if param.is_floating_point():
             torch.testing.assert_close(param, (model.state_dict()[name] + other.state_dict()[name]) / 2)
+
+
+def test_point_replaces_links_and_keeps_a_real_directory_in_the_way(tmp_path) -> None:
+    first, second, link = tmp_path / "checkpoint_u1", tmp_path / "checkpoint_u2", tmp_path / "checkpoint_last"
+    first.mkdir()
+    second.mkdir()
+    ckpt.point(link, first)
+    ckpt.point(link, second)
+    assert link.is_symlink() and link.resolve() == second.resolve()
+    link.unlink()
+    link.mkdir()  # a run directory copied with `cp -rL`: checkpoint_last is a real directory
+    (link / "model.safetensors").write_bytes(b"weights")
+    ckpt.point(link, first)
+    assert link.is_symlink() and link.resolve() == first.resolve()
+    assert (tmp_path / "checkpoint_last.old" / "model.safetensors").read_bytes() == b"weights"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
