@@ -58,29 +58,25 @@ class ConvMixer(nn.Module):
         """Decode state before the first step: K-1 zeros, which is what the causal padding reads."""
         return ConvCache(like.new_zeros(batch, self.kernel_size - 1, self.linear2.in_features))
 
-    def _decode_window(self, window: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Causal outputs for the t new steps only (inference), from the window (B, K-1+t, C) of
-        cached and new inputs: each output is a K-tap product with its own K inputs, so a decode
-        step costs B·C·K and DynamicConv predicts kernels for the new steps only. Same math as the
-        op (softmax over all K taps, fp32 accumulation); DropConnect is off outside training.
+    def _decode_step(self, window: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The causal output of one new step (inference) from its window (B, K, C) of K-1 cached
+        inputs and the new one: a K-tap product, so a decode step costs B·C·K and DynamicConv
+        predicts the kernel of the new step only. Same math as the op (softmax over all K taps,
+        fp32 accumulation); DropConnect is off outside training.
 
         The taps are one broadcast multiply and one sum over K, not a loop over taps: a decode step
         at beam 5 is made of tiny ops, and a tap loop adds 2·K of them per layer (for K = 31 it cost
         10x more than this). A batched matmul (B·H matrix-vector products) was slower still."""
-        batch, time, channels = x.shape
-        heads, taps, head_dim = self.heads, self.kernel_size, channels // self.heads
+        batch, _, channels = x.shape
+        heads, taps = self.heads, self.kernel_size
         if self.kind == "lightconv":
-            logits = self.weight.view(1, 1, heads, taps)  # (1, 1, H, K)
+            logits = self.weight.view(1, heads, taps)  # (1, H, K)
         else:
-            logits = self.weight_linear(x).view(batch, time, heads, taps)  # (B, t, H, K)
+            logits = self.weight_linear(x).view(batch, heads, taps)  # (B, H, K)
         acc = torch.promote_types(x.dtype, torch.float32)
-        w = torch.softmax(logits.to(acc), dim=-1).transpose(2, 3).unsqueeze(-1)  # (B|1, t|1, K, H, 1)
-        window = window.to(acc)
-        if time == 1:  # a decode step: the window is exactly its K inputs (and ONNX cannot unfold)
-            windows = window.view(batch, 1, taps, heads, head_dim)
-        else:  # several new steps at once: each reads its own K inputs
-            windows = window.unfold(1, taps, 1).transpose(2, 3).reshape(batch, time, taps, heads, head_dim)
-        return (windows * w).sum(2).reshape(batch, time, channels).to(x.dtype)  # (B, t, H, R) → (B, t, C)
+        w = torch.softmax(logits.to(acc), dim=-1).transpose(1, 2).unsqueeze(-1)  # (B|1, K, H, 1)
+        taps_view = window.to(acc).view(batch, taps, heads, channels // heads)  # (B, K, H, R)
+        return (taps_view * w).sum(1).reshape(batch, 1, channels).to(x.dtype)  # (B, H, R) → (B, 1, C)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
                 cache: ConvCache | None = None) -> tuple[torch.Tensor, ConvCache | None]:
@@ -100,6 +96,9 @@ class ConvMixer(nn.Module):
             window = F.pad(x, (0, 0, max(0, history - x.shape[1]), 0))  # zeros before the start
         else:
             window = torch.cat([cache.prev, x], dim=1)  # (B, K-1 + t, C)
-            out = self._decode_window(window, x) if not self.training else self._conv(window, self.padding_l)[:, history:]
+            if self.training or x.shape[1] > 1:  # several new steps: the op over the window, then drop the history
+                out = self._conv(window, self.padding_l)[:, history:]
+            else:
+                out = self._decode_step(window, x)
         new_cache = ConvCache(window[:, window.shape[1] - history:])
         return self.linear2(out), new_cache
