@@ -39,8 +39,11 @@ def make_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, max_tokens: i
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(src_lengths)) if shuffle else np.arange(len(src_lengths))
-    order = order[np.lexsort((src_lengths[order], tgt_lengths[order]))]  # stable: ties stay shuffled
     cost = np.maximum(src_lengths, tgt_lengths) + 1
+    # Sort by the cost first (the longer side sets a batch's padded size), then source, then target
+    # length; stable, so ties stay shuffled. Sorting by target first mixed short and long documents
+    # in one batch when summarizing (targets of similar length, sources of 75-511 subwords).
+    order = order[np.lexsort((tgt_lengths[order], src_lengths[order], cost[order]))]
     valid = (src_lengths <= max_src_len) & (tgt_lengths <= max_tgt_len) & (cost <= max_tokens)
     order = order[valid[order]]
     batches, start, longest = [], 0, 0
