@@ -67,7 +67,7 @@ class Checkpoint:
         return self.extra.get("export")
 
 
-def _sha256(path: Path) -> str:
+def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -120,7 +120,7 @@ def _write(path: Path, populate: Any, model_config: ModelConfig, data: DataInfo,
             shutil.copyfile(tokenizer_files[side], tmp / name)
         for p in tmp.iterdir():
             p.chmod(0o644)  # some writers create 0600 files; a model directory is for sharing
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        files = {p.name: file_digest(p) for p in sorted(tmp.iterdir())}
         config = {
             "format_version": FORMAT_VERSION,
             "convtrans_version": __version__,
@@ -164,29 +164,34 @@ def read(path: Path, verify: bool = True) -> Checkpoint:
         for name, digest in files.items():
             if not (path / name).is_file():
                 raise UserError(f"{path} is incomplete: {name} is missing")
-            if _sha256(path / name) != digest:
+            if file_digest(path / name) != digest:
                 raise UserError(f"{path} is corrupted: {name} does not match its checksum (truncated or modified?)")
     return Checkpoint(path, model_config, data, generate, raw.get("extra", {}))
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Any, Checkpoint]:
     """Build the model a checkpoint describes and load its weights (in fp32)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model as load_weights
-
     from convtrans.model import EncoderDecoder
 
     checkpoint = read(path)
     if checkpoint.export:
         raise UserError(f"{path} is an exported model ({checkpoint.export['format']}); it runs with translate, not as a checkpoint")
     model = EncoderDecoder(checkpoint.model_config)
-    try:
-        missing, unexpected = load_weights(model, str(checkpoint.path / WEIGHTS), strict=False)
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise UserError(f"{checkpoint.path / WEIGHTS}: cannot load weights ({err})") from None
-    if missing or unexpected:
-        raise UserError(f"{checkpoint.path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    load_weights_into(model, checkpoint.path)
     return model.float().to(device).eval(), checkpoint
+
+
+def load_weights_into(model: torch.nn.Module, path: Path) -> None:
+    """Copy a checkpoint's weights into a built model; every tensor must match by name and shape."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model as load_weights
+
+    try:
+        missing, unexpected = load_weights(model, str(Path(path) / WEIGHTS), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise UserError(f"{Path(path) / WEIGHTS}: cannot load weights ({err})") from None
+    if missing or unexpected:
+        raise UserError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def load_train_state(path: Path) -> dict[str, Any]:

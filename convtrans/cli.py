@@ -171,6 +171,7 @@ def train(
     arch: Annotated[Optional[str], typer.Option("--arch", "-a", help="Preset name (see --list-archs) or .toml file.")] = None,
     save_dir: Annotated[Optional[Path], typer.Option("--save-dir", "-o", help="Run directory (resumes if it has checkpoint_last).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML with arch, [train], [model], [generate] tables.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(help="Start a new run from this checkpoint's weights and architecture (fresh optimizer and schedule; same vocabulary).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model field override key=value (repeatable).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per batch (with padding).")] = None,
     update_freq: Annotated[Optional[int], typer.Option(help="Batches per update (gradient accumulation).")] = None,
@@ -225,7 +226,7 @@ def train(
         data_dir=data_dir, arch=arch, save_dir=save_dir, config_file=config, overrides=list(set_ or []),
         train_options={k: v for k, v in train_options.items() if v is not None},
         model_options={k: v for k, v in model_options.items() if v is not None},
-        device=device, valid_metric=valid_bleu,
+        device=device, valid_metric=valid_bleu, init_from=init_from,
     )
     code = run_train(request)
     if code:

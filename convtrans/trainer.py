@@ -128,7 +128,7 @@ class _StopSignal:
 class Trainer:
     def __init__(self, data: DataDir, run_dir: Path, model_config: ModelConfig, cfg: TrainConfig,
                  generate_config: GenerateConfig, device: str = "auto", preset: str = "", valid_metric: bool = True,
-                 report: Any = None) -> None:
+                 report: Any = None, init_from: Path | None = None) -> None:
         self.data, self.run_dir, self.cfg, self.gen = data, Path(run_dir), cfg, generate_config
         self.dist = setup_distributed(device)
         self.device = pick_device(device, self.dist)
@@ -145,6 +145,8 @@ class Trainer:
         else:
             self.model_config = model_config
             self.model = EncoderDecoder(model_config)
+            if init_from is not None:  # a new run that starts from another run's weights
+                ckpt.load_weights_into(self.model, init_from)
             self._resume_state = None
         self.model.to(self.device).train()
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)

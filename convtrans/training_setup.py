@@ -4,6 +4,11 @@ Precedence, lowest first: dataclass defaults < the preset's [train]/[generate] t
 --config TOML < command-line options. A run directory with checkpoint_last resumes: the model
 config comes from the checkpoint, the training config from its saved state, and options given on
 the command line (e.g. a larger --max-update) override it.
+
+--init-from starts a new run from another run's weights (fine-tuning, or continuing after a
+self-supervised warm-up on the same data): the architecture and decoding defaults come from that
+checkpoint, the optimizer, schedule and counters start fresh. It must share the data's vocabulary.
+Once the new run has a checkpoint_last, resuming wins and --init-from is not read again.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class TrainRequest:
     model_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     valid_metric: bool = True
+    init_from: Path | None = None
 
 
 def _read_config_file(path: Path | None) -> dict[str, Any]:
@@ -70,6 +76,8 @@ def resolve(request: TrainRequest) -> tuple[Any, Path, ModelConfig, TrainConfig,
         train_cfg = TrainConfig.from_dict({**stored, **train_fields})
         preset = checkpoint.extra.get("preset", "")
         return data, save_dir, checkpoint.model_config, train_cfg, checkpoint.generate, preset
+    if request.init_from is not None:
+        return (data, save_dir, *_from_init_checkpoint(request, data, file_cfg, train_fields))
     arch = request.arch or file_cfg.get("arch")
     if arch is None:
         raise UserError("missing --arch (see `convtrans train --list-archs`)")
@@ -88,6 +96,28 @@ def resolve(request: TrainRequest) -> tuple[Any, Path, ModelConfig, TrainConfig,
     train_cfg = TrainConfig.from_dict({**preset_train.to_dict(), **train_fields})
     generate = GenerateConfig.from_dict({**preset_generate.to_dict(), **file_cfg.get("generate", {})})
     return data, save_dir, model_cfg, train_cfg, generate, str(arch)
+
+
+def _from_init_checkpoint(request: TrainRequest, data: Any, file_cfg: dict[str, Any],
+                          train_fields: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, GenerateConfig, str]:
+    """Model, training and decoding configs of a run that starts from --init-from's weights."""
+    from convtrans import checkpoint as ckpt
+
+    if request.arch or "arch" in file_cfg:
+        raise UserError("--init-from takes the architecture from the checkpoint; leave out --arch")
+    source = ckpt.read(request.init_from)
+    if source.export:
+        raise UserError(f"{request.init_from} is an exported model; --init-from needs a training checkpoint")
+    for side, data_side in ((source.data.source_lang, data.source_lang), (source.data.target_lang, data.target_lang)):
+        if ckpt.file_digest(source.tokenizer_path(side)) != ckpt.file_digest(data.tokenizer_file(data_side)):
+            raise UserError(f"{request.init_from} was trained with a different {side} vocabulary than {data.path}; "
+                            "preprocess with its sentencepiece model (--spm-model)")
+    model_cfg = source.model_config.with_overrides(list(file_cfg.get("set", [])) + request.overrides)
+    model_cfg = model_cfg.replace(**{**file_cfg.get("model", {}), **request.model_options})
+    preset = source.extra.get("preset", "")
+    recipe = preset_recipe(preset)[0].to_dict() if preset else {}
+    train_cfg = TrainConfig.from_dict({**recipe, **train_fields})
+    return model_cfg, train_cfg, source.generate, preset
 
 
 class TrainDisplay:
@@ -137,11 +167,12 @@ def run_train(request: TrainRequest) -> int:
     data, save_dir, model_cfg, train_cfg, generate, preset = resolve(request)
     trainer_display = TrainDisplay(train_cfg.max_update or None, enabled=True)
     trainer = Trainer(data, save_dir, model_cfg, train_cfg, generate, request.device, preset, request.valid_metric,
-                      report=trainer_display)
+                      report=trainer_display, init_from=request.init_from)
     main = trainer.dist.main
     trainer_display.enabled = main
     if main:
-        resumed = f" (resuming at update {trainer.state.update})" if trainer.state.update else ""
+        resumed = f" (resuming at update {trainer.state.update})" if trainer.state.update else (
+            f" (weights from {request.init_from})" if request.init_from else "")
         params = trainer.model.num_parameters()
         stderr.print(f"{model_cfg.family} model ({preset or 'custom'}): {params:,} parameters ({params / 1e6:.2f}M); "
                      f"device {trainer.device}, {trainer.dist.world_size} process(es){resumed}")

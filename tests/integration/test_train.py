@@ -151,3 +151,50 @@ def test_mixed_precision_trains(data_dir: Path, tmp_path: Path, amp: str) -> Non
     assert len(losses) >= 6 and all(map(lambda v: v == v and v < 20, losses.values()))
     state = torch.load(tmp_path / "run" / "checkpoint_last" / "train_state.pt", weights_only=True)
     assert bool(state["scaler"]) == (amp == "fp16")  # the fp16 loss scaler is saved for resuming
+
+
+def _valid_losses(run: Path) -> list[float]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in lines if r["type"] == "valid"]
+
+
+def test_init_from_starts_a_new_run_from_trained_weights(data_dir: Path, tmp_path: Path) -> None:
+    """The new run has fresh counters but the source run's model: with a negligible learning rate
+    its first validation equals the source's last one, far below a fresh model's."""
+    runner = CliRunner()
+    source = tmp_path / "source"
+    result = runner.invoke(app, ["train", str(data_dir), "--arch", "tiny_dynamicconv", "--save-dir", str(source),
+                                 "--max-update", "30", "--lr", "3e-3", "--warmup-updates", "5", "--no-valid-bleu",
+                                 "--validate-interval-updates", "30", "--device", "cpu", "--max-tokens", "512"])
+    assert result.exit_code == 0, result.stderr
+    frozen = ["--max-update", "1", "--lr", "1e-12", "--lr-scheduler", "fixed", "--warmup-updates", "0", "--no-valid-bleu",
+              "--validate-interval-updates", "1", "--device", "cpu", "--max-tokens", "512"]
+    result = runner.invoke(app, ["train", str(data_dir), "--init-from", str(source / "checkpoint_last"),
+                                 "--save-dir", str(tmp_path / "tuned"), "--dropout", "0.0", *frozen])
+    assert result.exit_code == 0, result.stderr
+    assert "weights from" in result.stderr and "done: 1 updates" in result.stderr
+    fresh = runner.invoke(app, ["train", str(data_dir), "--arch", "tiny_dynamicconv", "--save-dir", str(tmp_path / "fresh"), *frozen])
+    assert fresh.exit_code == 0, fresh.stderr
+    trained, tuned, untrained = _valid_losses(source)[-1], _valid_losses(tmp_path / "tuned")[0], _valid_losses(tmp_path / "fresh")[0]
+    assert abs(tuned - trained) < 1e-3 < untrained - trained
+    config = json.loads((tmp_path / "tuned" / "checkpoint_last" / "config.json").read_text())
+    assert config["model"]["dropout"] == 0.0 and config["extra"]["update"] == 1
+
+
+def test_init_from_refuses_another_vocabulary_and_an_arch(data_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    source = tmp_path / "source"
+    result = runner.invoke(app, ["train", str(data_dir), "--arch", "tiny_dynamicconv", "--save-dir", str(source),
+                                 "--max-update", "1", "--no-valid-bleu", "--device", "cpu", "--max-tokens", "512"])
+    assert result.exit_code == 0, result.stderr
+    root = tmp_path / "other"
+    write_split(root / "raw" / "train", make_pairs(300, seed=5))
+    write_split(root / "raw" / "valid", make_pairs(20, seed=6))
+    result = runner.invoke(app, ["preprocess", "-s", "de", "-t", "en", "--trainpref", str(root / "raw" / "train"),
+                                 "--validpref", str(root / "raw" / "valid"), "--destdir", str(root / "bin"), "--vocab-size", "48"])
+    assert result.exit_code == 0, result.stderr
+    init = ["--init-from", str(source / "checkpoint_last"), "--max-update", "1", "--device", "cpu"]
+    result = runner.invoke(app, ["train", str(root / "bin"), "--save-dir", str(tmp_path / "a"), *init])
+    assert result.exit_code != 0 and "different de vocabulary" in result.stderr and "Traceback" not in result.stderr
+    result = runner.invoke(app, ["train", str(data_dir), "--arch", "tiny_transformer", "--save-dir", str(tmp_path / "b"), *init])
+    assert result.exit_code != 0 and "leave out --arch" in result.stderr
