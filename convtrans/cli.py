@@ -77,6 +77,9 @@ def preprocess(
     lowercase: Annotated[bool, typer.Option(help="Lowercase all text.")] = False,
     max_len: Annotated[Optional[int], typer.Option(help="Train only: drop pairs with a side longer than this.")] = None,
     max_len_ratio: Annotated[Optional[float], typer.Option(help="Train only: drop pairs with a longer length ratio.")] = None,
+    pretext: Annotated[
+        Optional[str], typer.Option(help="Warm-up data instead of the pairs: 'principal' (copy each document's salient units; targets are not used).")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Threads for encoding.")] = min(4, os.cpu_count() or 1),
     force: Annotated[bool, typer.Option(help="Replace a data directory that holds different data.")] = False,
 ) -> None:
@@ -95,7 +98,7 @@ def preprocess(
         validpref=_csv(validpref), testpref=_csv(testpref), jsonl_fields=tuple(fields) or None,  # type: ignore[arg-type]
         vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
         separate_vocab=separate_vocab, spm_models=tuple(str(p) for p in spm_model or ()), moses=moses,
-        lowercase=lowercase, max_len=max_len, max_len_ratio=max_len_ratio,
+        lowercase=lowercase, max_len=max_len, max_len_ratio=max_len_ratio, pretext=pretext,
     )
     started = time.perf_counter()
     with progress_callback() as progress:

@@ -25,6 +25,7 @@ import numpy as np
 from convtrans import __version__
 from convtrans.data.binarize import TokenArrayWriter, dtype_for_vocab
 from convtrans.data.corpus import read_jsonl_field, read_lines, read_pairs, resolve, sha256_file
+from convtrans.data.pretext import PRETEXTS, pretext_pairs
 from convtrans.data.tokenize import SubwordTokenizer, TextProcessor, train_sentencepiece
 from convtrans.errors import UserError
 
@@ -58,6 +59,7 @@ class PreprocessOptions:
     lowercase: bool = False
     max_len: int | None = None  # train only: drop pairs with a side longer than this (subwords)
     max_len_ratio: float | None = None  # train only: drop pairs whose length ratio exceeds this
+    pretext: str | None = None  # replace every pair by warm-up pairs made from its source (data/pretext.py)
 
     def validate(self) -> None:
         if self.source_lang == self.target_lang:
@@ -78,6 +80,8 @@ class PreprocessOptions:
             raise UserError(f"--max-len must be positive, got {self.max_len}")
         if self.max_len_ratio is not None and self.max_len_ratio < 1:
             raise UserError(f"--max-len-ratio must be >= 1, got {self.max_len_ratio}")
+        if self.pretext is not None and self.pretext not in PRETEXTS:
+            raise UserError(f"--pretext must be one of {', '.join(PRETEXTS)}, got {self.pretext!r}")
 
     @property
     def sides(self) -> tuple[str, str]:
@@ -127,6 +131,9 @@ def _split_inputs(opts: PreprocessOptions) -> list[SplitInput]:
             src, tgt = resolve(prefix, opts.source_lang), resolve(prefix, opts.target_lang)
             read = lambda s=src, t=tgt: read_pairs(read_lines(s), read_lines(t), (str(s), str(t)))
             splits.append(SplitInput(name, (src, tgt), read))
+    if opts.pretext:
+        for split in splits:
+            split.read = lambda read=split.read: (pair for src, _ in read() for pair in pretext_pairs(src))
     return splits
 
 

@@ -53,6 +53,19 @@ def test_jsonl_fields(jsonl_corpus: Path, tmp_path: Path) -> None:
     assert (tmp_path / "bin" / "valid.tgt.idx").is_file()
 
 
+def test_pretext_builds_warm_up_pairs_with_a_given_subword_model(jsonl_corpus: Path, tmp_path: Path) -> None:
+    common = ["--jsonl-fields", "dialogue,summary", "--trainpref", str(jsonl_corpus / "train"),
+              "--validpref", str(jsonl_corpus / "dev"), "--vocab-size", "80"]
+    assert _run(*common, "--destdir", str(tmp_path / "sum")).exit_code == 0
+    result = _run(*common, "--destdir", str(tmp_path / "warm"), "--pretext", "principal",
+                  "--spm-model", str(tmp_path / "sum" / "spm.model"))
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "warm" / "manifest.json").read_text())
+    assert manifest["options"]["pretext"] == "principal"
+    assert manifest["splits"]["train"]["pairs"] == 3 * 200  # 2-turn dialogues: each turn alone and the whole
+    assert (tmp_path / "warm" / "spm.model").read_bytes() == (tmp_path / "sum" / "spm.model").read_bytes()
+
+
 @pytest.mark.parametrize(
     ("setup", "extra", "pattern"),
     [
@@ -63,8 +76,9 @@ def test_jsonl_fields(jsonl_corpus: Path, tmp_path: Path) -> None:
         (lambda raw, d: (d.mkdir(), (d / "notes.txt").write_text("keep")), [], r"not a convtrans data directory"),
         (lambda raw, d: None, ["--model-type", "word"], r"--model-type must be one of unigram, bpe"),
         (lambda raw, d: None, ["--jsonl-fields", "a"], r"--jsonl-fields needs two"),
+        (lambda raw, d: None, ["--pretext", "lead"], r"--pretext must be one of principal"),
     ],
-    ids=["mismatch", "missing", "utf8", "empty", "foreign-dir", "bad-option", "bad-fields"],
+    ids=["mismatch", "missing", "utf8", "empty", "foreign-dir", "bad-option", "bad-fields", "bad-pretext"],
 )
 def test_bad_input_gives_one_line_error(corpus: Path, tmp_path: Path, setup, extra, pattern) -> None:
     dest = tmp_path / "bin"

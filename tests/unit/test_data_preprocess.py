@@ -136,6 +136,7 @@ def test_option_validation() -> None:
         (dict(target_lang="de"), "must differ"),
         (dict(trainpref=None), "--trainpref is required"),
         (dict(max_len=0), "--max-len must be positive"),
+        (dict(pretext="lead"), "--pretext must be one of"),
     ]:
         with pytest.raises(UserError, match=message):
             replace(_opts(Path("raw")), **kw).validate()
