@@ -34,6 +34,42 @@ def test_default_translator_gives_sane_english() -> None:
     assert hits >= 4, outputs
 
 
+# English dialogue -> words a summary of it must contain (any one of each set)
+DIALOGUES = [
+    ("#Person1#: Good evening, Luigi's restaurant. How can I help you?\n#Person2#: Hello, I'd like to book a table "
+     "for four people for tomorrow night.\n#Person1#: Certainly. What time would you like?\n#Person2#: At seven "
+     "o'clock, please.\n#Person1#: I'm sorry, we are fully booked at seven. Would eight o'clock be all right?\n"
+     "#Person2#: Yes, eight is fine. The name is Johnson.\n#Person1#: Thank you, Mr. Johnson. A table for four at "
+     "eight tomorrow. See you then.", [{"table", "book", "books", "booking", "reserve", "reservation"}]),
+    ("#Person1#: What seems to be the problem?\n#Person2#: I have a terrible headache and a fever. I've been coughing "
+     "all night.\n#Person1#: Let me take your temperature. It's 39 degrees. I think you have the flu.\n#Person2#: "
+     "What should I do, doctor?\n#Person1#: Stay in bed, drink lots of water and take this medicine three times a "
+     "day.\n#Person2#: Thank you, doctor.", [{"fever", "flu", "headache", "sick", "ill", "cold", "medicine", "doctor"}]),
+    ("#Person1#: Excuse me, how much is this red sweater?\n#Person2#: It's 50 dollars, but it's on sale today for "
+     "35.\n#Person1#: Do you have it in a larger size?\n#Person2#: Yes, here is a large one. Would you like to try "
+     "it on?\n#Person1#: Yes, please. It fits well. I'll take it.\n#Person2#: Will you pay in cash or by credit "
+     "card?\n#Person1#: By credit card.", [{"sweater"}]),
+    ("#Person1#: Hi Tom, are you free this Saturday?\n#Person2#: Yes, why?\n#Person1#: We're having a birthday "
+     "party for Mary. Would you like to come?\n#Person2#: I'd love to. What time does it start?\n#Person1#: At six "
+     "in the evening, at my house.\n#Person2#: Great. Should I bring anything?\n#Person1#: Just bring yourself.",
+     [{"party", "birthday"}]),
+]
+
+
+def test_default_summarizer_reads_its_input() -> None:
+    """Each summary names what its dialogue is about; a summarizer that ignores its input writes
+    the same generic summary for all of them."""
+    summarizer = Translator(default_model("summarize"), device="cpu")
+    outputs = [r.text for r in summarizer.translate_batch([d for d, _ in DIALOGUES])]
+    assert len(set(outputs)) == len(outputs), outputs
+    hits = 0
+    for (_, needed), output in zip(DIALOGUES, outputs):
+        words = {w.strip(".,!?'").lower() for w in output.replace("'s", " ").split()}
+        assert output.isascii() and 4 <= len(output.split()) <= 60, output
+        hits += all(words & group for group in needed)
+    assert hits >= 3, outputs
+
+
 def test_main_job_command_works_offline() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "no_proxy": "*", "http_proxy": "http://0.0.0.0:9", "https_proxy": "http://0.0.0.0:9"}
     result = subprocess.run([sys.executable, "-m", "convtrans", "translate"], input="Ein Mann fährt Fahrrad.\n",
