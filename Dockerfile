@@ -8,6 +8,7 @@ COPY pyproject.toml README.md ./
 COPY convtrans ./convtrans
 COPY models ./models
 RUN pip install --no-cache-dir . && convtrans --help \
-    && echo "Ein Mann fährt Fahrrad." | convtrans translate
+    && echo "Ein Mann fährt Fahrrad." | convtrans translate \
+    && echo "#Person1#: Would you like to come to my birthday party on Saturday? #Person2#: I'd love to." | convtrans summarize
 ENTRYPOINT ["convtrans"]
 CMD ["--help"]
