@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +31,15 @@ import torch
 
 from convtrans import __version__
 from convtrans.config import GenerateConfig, ModelConfig
-from convtrans.errors import UserError
+from convtrans.errors import UserError, as_os_error, describe_os_error
 
 CONFIG, WEIGHTS, TRAIN_STATE = "config.json", "model.safetensors", "train_state.pt"
 FORMAT_VERSION = 1
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB; a larger one is not ours
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, permissions); nothing half-written is left."""
 
 
 @dataclass
@@ -59,12 +66,50 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form facts (update, metrics, preset)
 
     def tokenizer_path(self, side: str) -> Path:
-        return self.path / self.data.tokenizers[side]
+        return member(self.path, self.data.tokenizers[side])
 
     @property
     def export(self) -> dict[str, Any] | None:
         """How the graphs of an exported directory were made (None for a regular checkpoint)."""
         return self.extra.get("export")
+
+    def graph_path(self, graph: str) -> Path:
+        """The file of one exported graph (encoder, init or step)."""
+        assert self.export is not None
+        return member(self.path, self.export["graphs"][graph])
+
+    def needed_files(self) -> list[str]:
+        """Every file this checkpoint loads: tokenizers, then the weights or the exported graphs."""
+        names = list(self.data.tokenizers.values())
+        if self.export is None:
+            return [*names, WEIGHTS]
+        graphs = self.export.get("graphs") if isinstance(self.export, dict) else None
+        if not isinstance(graphs, dict):
+            raise UserError(f"{self.path}: {CONFIG} describes an export without its graphs")
+        return [*names, *graphs.values()]
+
+
+def member(folder: Path, name: object) -> Path:
+    """The regular file `name` inside `folder`; anything else a model or data folder names is refused.
+
+    A model folder is data someone else may have written. A name like `../../x`, an absolute path,
+    a symlink leading out, or a device such as /dev/zero (read forever) would make loading it read
+    outside the folder, so every file a config.json (or a data manifest) names goes through here.
+    """
+    folder = Path(folder)
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise UserError(f"{folder}: {name!r} is not the name of a file inside the folder; refusing to read it")
+    path = folder / name
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+        mode = path.stat().st_mode if inside else 0
+    except FileNotFoundError:
+        raise UserError(f"{folder} is incomplete: {name} is missing") from None
+    if not inside:
+        raise UserError(f"{folder}: {name} leads outside the folder (a symlink?); refusing to read it")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{folder}: {name} is not a regular file")
+    return path
 
 
 def file_digest(path: Path) -> str:
@@ -87,8 +132,10 @@ def save(path: Path, model: torch.nn.Module, model_config: ModelConfig, data: Da
     def populate(tmp: Path) -> None:
         weights_model = model if dtype is None else copy.deepcopy(model).to(dtype)
         save_model(weights_model, str(tmp / WEIGHTS), metadata={"format": "pt", "convtrans": __version__})
-        if train_state is not None:
-            torch.save(train_state, tmp / TRAIN_STATE)
+        if train_state is not None:  # serialized in memory, so a full disk raises a plain OSError on write
+            buffer = io.BytesIO()
+            torch.save(train_state, buffer)
+            (tmp / TRAIN_STATE).write_bytes(buffer.getbuffer())
 
     return _write(path, populate, model_config, data, tokenizer_files, generate, extra, overwrite)
 
@@ -111,71 +158,104 @@ def _write(path: Path, populate: Any, model_config: ModelConfig, data: DataInfo,
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        populate(tmp)
-        for name in sorted(set(data.tokenizers.values())):
-            side = next(s for s, n in data.tokenizers.items() if n == name)
-            shutil.copyfile(tokenizer_files[side], tmp / name)
-        for p in tmp.iterdir():
-            p.chmod(0o644)  # some writers create 0600 files; a model directory is for sharing
-        files = {p.name: file_digest(p) for p in sorted(tmp.iterdir())}
-        config = {
-            "format_version": FORMAT_VERSION,
-            "convtrans_version": __version__,
-            "model": model_config.to_dict(),
-            "data": data.to_dict(),
-            "generate": (generate or GenerateConfig()).to_dict(),
-            "extra": extra or {},
-            "files": files,
-        }
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)
-        if path.exists():  # overwrite: move the old one aside only once the new one is complete
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as err:
+        raise CheckpointWriteError(describe_os_error(err, f"write checkpoint {path}")) from None
+    try:
+        _populate_and_swap(tmp, path, populate, model_config, data, tokenizer_files, generate, extra)
+    except Exception as err:  # safetensors and torch report a full disk in their own exception types
+        os_error = as_os_error(err)
+        if os_error is None:
+            raise
+        raise CheckpointWriteError(describe_os_error(os_error, f"write checkpoint {path}")) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
+def _populate_and_swap(tmp: Path, path: Path, populate: Any, model_config: ModelConfig, data: DataInfo,
+                       tokenizer_files: dict[str, Path], generate: GenerateConfig | None,
+                       extra: dict[str, Any] | None) -> None:
+    """Weights, tokenizers, then config.json with every file's checksum; then the rename into place."""
+    populate(tmp)
+    for name in sorted(set(data.tokenizers.values())):
+        side = next(s for s, n in data.tokenizers.items() if n == name)
+        shutil.copyfile(tokenizer_files[side], tmp / name)
+    for p in tmp.iterdir():
+        p.chmod(0o644)  # some writers create 0600 files; a model directory is for sharing
+    files = {p.name: file_digest(p) for p in sorted(tmp.iterdir())}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "convtrans_version": __version__,
+        "model": model_config.to_dict(),
+        "data": data.to_dict(),
+        "generate": (generate or GenerateConfig()).to_dict(),
+        "extra": extra or {},
+        "files": files,
+    }
+    (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.chmod(0o755)
+    if path.exists():  # overwrite: move the old one aside only once the new one is complete
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(path)
+
+
 def read(path: Path, verify: bool = True) -> Checkpoint:
-    """Read a checkpoint's config.json (and check every file against its checksum)."""
+    """Read a checkpoint's config.json (and check every file against its checksum).
+
+    Every file the config names (weights or exported graphs, tokenizers) must be a regular file
+    inside the folder with a recorded checksum; `verify=False` skips only reading the files."""
     path = Path(path)
     config_file = path / CONFIG
     if not path.is_dir() or not config_file.is_file():
         raise UserError(f"{path} is not a convtrans checkpoint (no {CONFIG})")
+    if config_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{config_file} is {config_file.stat().st_size:,} bytes; a checkpoint config is at most "
+                        f"{MAX_CONFIG_BYTES:,}")
     try:
         raw = json.loads(config_file.read_text(encoding="utf-8"))
         files: dict[str, str] = raw["files"]
         model_config = ModelConfig.from_dict(raw["model"])
         data = DataInfo(**raw["data"])
         generate = GenerateConfig.from_dict(raw.get("generate", {}))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        extra = raw.get("extra", {})
+        if not isinstance(files, dict) or not isinstance(data.tokenizers, dict) or not isinstance(extra, dict):
+            raise TypeError("files, data.tokenizers and extra must be objects")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{config_file}: not a valid checkpoint config ({err})") from None
     if raw.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: checkpoint format {raw.get('format_version')} is not supported (expected {FORMAT_VERSION})")
-    if verify:
-        for name, digest in files.items():
-            if not (path / name).is_file():
-                raise UserError(f"{path} is incomplete: {name} is missing")
-            if file_digest(path / name) != digest:
-                raise UserError(f"{path} is corrupted: {name} does not match its checksum (truncated or modified?)")
-    return Checkpoint(path, model_config, data, generate, raw.get("extra", {}))
+    checkpoint = Checkpoint(path, model_config, data, generate, extra)
+    unrecorded = sorted(set(checkpoint.needed_files()) - set(files))
+    if unrecorded:
+        raise UserError(f"{path}: {CONFIG} records no checksum for {', '.join(map(repr, unrecorded))}; refusing to load "
+                        "files that cannot be verified")
+    for name, digest in files.items():
+        file = member(path, name)
+        if verify and file_digest(file) != digest:
+            raise UserError(f"{path} is corrupted: {name} does not match its checksum (truncated or modified?)")
+    return checkpoint
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Any, Checkpoint]:
-    """Build the model a checkpoint describes and load its weights (in fp32)."""
+def load_model(path: Path, device: str | torch.device = "cpu", purpose: str = "inference",
+               budget_device: str | torch.device | None = None) -> tuple[Any, Checkpoint]:
+    """Build the model a checkpoint describes and load its weights (in fp32).
+
+    The model's memory for `purpose` ("inference" or "training") is checked against what
+    `budget_device` (default: `device`) has free before anything is allocated."""
     from convtrans.model import EncoderDecoder
+    from convtrans.resources import check_fits
 
     checkpoint = read(path)
     if checkpoint.export:
         raise UserError(f"{path} is an exported model ({checkpoint.export['format']}); it runs with translate, not as a checkpoint")
+    check_fits(checkpoint.model_config, purpose, torch.device(budget_device or device))
     model = EncoderDecoder(checkpoint.model_config)
     load_weights_into(model, checkpoint.path)
     return model.float().to(device).eval(), checkpoint

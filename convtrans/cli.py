@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -31,23 +32,52 @@ app = typer.Typer(
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user-facing failures into `error: ...` on stderr and exit 1 (130 on Ctrl-C)."""
+    """Turn user-facing failures into `error: ...` on stderr and exit 1; Ctrl-C exits 130 and
+    SIGTERM 143 after cleaning up (temporary files, locks); a closed stdout (`| head`) stops the
+    command at once, silently, with 141 as it would for any Unix filter."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from convtrans.errors import Terminated, describe_os_error
+
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return command(*args, **kwargs)
         except UserError as err:
             message = str(err)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-            message = f"{err.strerror}: {err.filename}" if err.filename else str(err)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(141) from None
+        except OSError as err:
+            message = describe_os_error(err)
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Terminated:
+            typer.echo("terminated", err=True)
+            raise typer.Exit(143) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1)
 
     return wrapper
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    from convtrans.errors import Terminated
+
+    raise Terminated
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into the closed pipe is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (a test runner's buffer)
+        pass
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -102,7 +132,8 @@ def preprocess(
     )
     started = time.perf_counter()
     with progress_callback() as progress:
-        reports = run_preprocess(opts, destdir, force=force, threads=workers, progress=progress)
+        reports = run_preprocess(opts, destdir, force=force, threads=workers, progress=progress,
+                                 notify=lambda message: stderr.print(message))
     for r in reports:
         dropped = ", ".join(f"{v} {k}" for k, v in r.dropped.items() if v) or "none"
         tokens = " / ".join(f"{side} {stats['tokens']:,}" for side, stats in r.sides.items())
@@ -172,9 +203,10 @@ def score(
 def train(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Preprocessed data directory.")] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", "-a", help="Preset name (see --list-archs) or .toml file.")] = None,
-    save_dir: Annotated[Optional[Path], typer.Option("--save-dir", "-o", help="Run directory (resumes if it has checkpoint_last).")] = None,
+    save_dir: Annotated[Optional[Path], typer.Option("--save-dir", "-o", help="Run directory (resumes from its newest intact checkpoint).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML with arch, [train], [model], [generate] tables.")] = None,
     init_from: Annotated[Optional[Path], typer.Option(help="Start a new run from this checkpoint's weights and architecture (fresh optimizer and schedule; same vocabulary).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Start over in a run directory that has checkpoints (they are moved into a set-aside folder, not deleted).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model field override key=value (repeatable).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per batch (with padding).")] = None,
     update_freq: Annotated[Optional[int], typer.Option(help="Batches per update (gradient accumulation).")] = None,
@@ -229,7 +261,7 @@ def train(
         data_dir=data_dir, arch=arch, save_dir=save_dir, config_file=config, overrides=list(set_ or []),
         train_options={k: v for k, v in train_options.items() if v is not None},
         model_options={k: v for k, v in model_options.items() if v is not None},
-        device=device, valid_metric=valid_bleu, init_from=init_from,
+        device=device, valid_metric=valid_bleu, init_from=init_from, restart=restart,
     )
     code = run_train(request)
     if code:
@@ -269,19 +301,21 @@ def _run_generation(task: str, model: Optional[str], input_path: Optional[Path],
                     jsonl_field: Optional[str] = None) -> None:
     """The translate/summarize loop: stream lines in, write one output line per input line."""
     from convtrans.console import stderr
-    from convtrans.textio import OutputSink, chunks, input_lines
+    from convtrans.textio import OutputSink, chunks, input_lines, stop_when_stdout_closes
     from convtrans.translator import Translator, default_model
 
-    def warn_truncated(line: int, length: int) -> None:
-        stderr.print(f"warning: line {line} has {length} subwords; truncated to the model's limit")
+    def warn_truncated(line: int, length: int, limit: int) -> None:
+        stderr.print(f"warning: line {line} has {length:,} subwords but the model reads at most {limit:,}: "
+                     f"the last {length - limit:,} were dropped")
 
-    translator = Translator(model or default_model(task), device, batch_tokens=batch_tokens, on_truncate=warn_truncated)
-    config = translator.generate_config.replace(**overrides, n_best=max(n_best, 1))
-    config = config.replace(beam=max(config.beam, config.n_best)) if not config.sampling else config
     interactive = input_path is None or str(input_path) == "-"
-    lines = input_lines(input_path, jsonl_field)
-    line_no = 0
-    with OutputSink(output) as sink:
+    with OutputSink(output) as sink, stop_when_stdout_closes():  # a bad --output fails before any work
+        translator = Translator(model or default_model(task), device, batch_tokens=batch_tokens,
+                                on_truncate=warn_truncated)
+        config = translator.generate_config.replace(**overrides, n_best=max(n_best, 1))
+        config = config.replace(beam=max(config.beam, config.n_best)) if not config.sampling else config
+        lines = input_lines(input_path, jsonl_field)
+        line_no = 0
         for chunk in chunks(lines, window=1 if interactive and sys.stdin.isatty() else 256, interactive=interactive):
             results = translator.translate_batch(chunk, config, first_line=line_no + 1)
             out: list[str] = []

@@ -26,6 +26,11 @@ FORMAT_VERSION = 1
 MIXERS = ("attention", "lightconv", "dynamicconv", "synthesizer", "lsra")
 SYNTH_PARTS = ("dense", "random", "fixed_random", "factorized_dense", "factorized_random", "vanilla")
 CONV_MIXERS = ("lightconv", "dynamicconv", "lsra")
+# Beam sizes past a few dozen stop helping translation; 1024 leaves room for n-best lists for
+# reranking while a typo (--beam 50000) is refused instead of allocating for minutes. The memory a
+# beam needs is checked as well (resources.py), so a large beam on a large vocabulary is refused
+# with the number it would take.
+MAX_BEAM = 1024
 
 
 class _Serializable:
@@ -308,12 +313,16 @@ class GenerateConfig(_Serializable):
 
     def __post_init__(self) -> None:
         checks = [
-            (self.beam >= 1, "beam", "must be >= 1"),
-            (1 <= self.n_best <= max(self.beam, 1) or self.sampling, "n_best", "must be in [1, beam]"),
-            (self.min_len >= 0 and self.max_len_b >= 0 and self.max_len_a >= 0, "min_len", "length limits must be >= 0"),
+            (1 <= self.beam <= MAX_BEAM, "beam", f"must be in [1, {MAX_BEAM}]"),
+            (1 <= self.n_best <= (MAX_BEAM if self.sampling else self.beam), "n_best",
+             "must be in [1, beam]" if not self.sampling else f"must be in [1, {MAX_BEAM}]"),
+            (self.min_len >= 0, "min_len", "must be >= 0"),
+            (self.max_len_a >= 0, "max_len_a", "must be >= 0"),
+            (self.max_len_b >= 0, "max_len_b", "must be >= 0"),
             (self.no_repeat_ngram >= 0, "no_repeat_ngram", "must be >= 0"),
             (self.temperature > 0, "temperature", "must be positive"),
-            (self.top_k >= 0 and 0 < self.top_p <= 1, "top_p", "top_k must be >= 0 and top_p in (0, 1]"),
+            (self.top_k >= 0, "top_k", "must be >= 0"),
+            (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
             (self.max_source_len >= 0, "max_source_len", "must be >= 0"),
         ]
         for ok, field, message in checks:

@@ -27,7 +27,7 @@ class ExportedModel:
         assert info is not None
         self.config: ModelConfig = checkpoint.model_config
         self.format, self.device = info["format"], device
-        paths = {name: checkpoint.path / file for name, file in info["graphs"].items()}
+        paths = {name: checkpoint.graph_path(name) for name in info["graphs"]}  # inside the folder, checksummed
         if self.format == "torchscript":  # one module; its methods encode / init / step are the graphs
             module = torch.jit.load(str(paths["step"]), map_location=device)
             module = module.float() if info.get("fp16") else module

@@ -39,8 +39,40 @@ class ScoreOptions:
 
             if self.tokenize not in _TOKENIZERS:
                 raise UserError(f"unknown --tokenize {self.tokenize!r}; choose from {', '.join(_TOKENIZERS)}")
+            check_tokenizer_available(self.tokenize)
         if self.bootstrap_samples < 1:
             raise UserError("--bootstrap-samples must be positive")
+
+
+# sacrebleu tokenizers that need an optional extra of sacrebleu's
+TOKENIZER_EXTRAS = {"ja-mecab": "sacrebleu[ja]", "ko-mecab": "sacrebleu[ko]"}
+
+
+def check_tokenizer_available(name: str) -> None:
+    """Refuse a sacrebleu tokenizer that would download a model or lacks its extra, in one line.
+
+    The SentencePiece tokenizers (spm, flores101, flores200, spBLEU-1K) download their model on
+    first use; convtrans never touches the network at run time, so they work only once the model
+    is in sacrebleu's cache folder. The MeCab tokenizers need packages sacrebleu leaves optional.
+    """
+    import os
+
+    from sacrebleu.tokenizers import tokenizer_spm
+    from sacrebleu.utils import SACREBLEU_DIR
+
+    if name in tokenizer_spm.SPM_MODELS:
+        url = tokenizer_spm.SPM_MODELS[name]["url"]
+        model = os.path.join(SACREBLEU_DIR, "models", os.path.basename(url))
+        if not os.path.isfile(model):
+            raise UserError(f"--tokenize {name} needs sacrebleu's SentencePiece model {model}, which is not there; "
+                            f"convtrans does not download at run time: fetch {url} to that path first")
+    elif name in TOKENIZER_EXTRAS:
+        from sacrebleu.metrics.bleu import _get_tokenizer
+
+        try:
+            _get_tokenizer(name)()
+        except (ImportError, RuntimeError):
+            raise UserError(f"--tokenize {name} needs extra packages: pip install '{TOKENIZER_EXTRAS[name]}'") from None
 
 
 @dataclass

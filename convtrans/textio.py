@@ -8,15 +8,20 @@ into place at the end, so a failed run never leaves a truncated file that looks 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
+import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 from convtrans.data.corpus import read_jsonl_field, read_lines
+from convtrans.errors import UserError, describe_os_error
 
 
 def input_lines(path: Path | None, jsonl_field: str | None = None) -> Iterator[str]:
@@ -47,22 +52,90 @@ def chunks(lines: Iterable[str], window: int, interactive: bool) -> Iterator[lis
         yield chunk
 
 
+# ---------------------------------------------------------------------- temporary files
+def temp_prefix(path: Path) -> str:
+    """Name prefix of the temporary siblings of `path` written by this process: `.NAME.tmp-PID-`.
+
+    The PID lets a later run tell the leftovers of a killed process (kill -9 runs no cleanup) from
+    the live temporary files of a process still writing."""
+    return f".{path.name}.tmp-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete `.NAME.tmp-PID-*` siblings of `path` whose process is gone; returns what was removed."""
+    import shutil
+
+    removed = []
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return removed
+    for candidate in parent.glob(f".{path.name}.tmp-*"):
+        pid_text = candidate.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        if candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
+
+
+def _new_file_mode(existing: Path) -> int:
+    """The mode an ordinary `open(path, "w")` would give: the existing file's, else 0666 & ~umask."""
+    try:
+        return stat.S_IMODE(existing.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+# ---------------------------------------------------------------------- output
 class OutputSink:
-    """stdout (flushed per write) or a file replaced atomically on success."""
+    """stdout (flushed per write) or a file replaced atomically on success.
+
+    A file output is checked when the sink is made (before any work): it may not be a directory
+    and its folder must be writable. It is written to a temporary sibling that is removed on any
+    failure and renamed over the target on success, keeping the target's mode (or the umask's
+    for a new file).
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = Path(path) if path is not None else None
         self._tmp_name: str | None = None
         if self.path is None:
             self.handle: TextIO = sys.stdout
-        else:
+            return
+        if self.path.is_dir():
+            raise UserError(f"--output {self.path} is a directory; give a file name")
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent)
-            self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+            remove_stale_temps(self.path)
+            fd, self._tmp_name = tempfile.mkstemp(prefix=temp_prefix(self.path), dir=self.path.parent)
+            os.fchmod(fd, _new_file_mode(self.path))
+        except OSError as err:
+            raise UserError(describe_os_error(err, f"write {self.path}")) from None
+        self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
 
     def write_lines(self, lines: Iterable[str]) -> None:
-        self.handle.write("".join(line + "\n" for line in lines))
-        self.handle.flush()
+        try:
+            self.handle.write("".join(line + "\n" for line in lines))
+            self.handle.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise UserError(describe_os_error(err, f"write {self.path or 'to stdout'}")) from None
 
     def __enter__(self) -> OutputSink:
         return self
@@ -70,9 +143,66 @@ class OutputSink:
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if self.path is None:
             return
-        self.handle.close()
         assert self._tmp_name is not None
-        if exc_type is None:
-            os.replace(self._tmp_name, self.path)
-        else:
+        failure: OSError | None = None
+        try:
+            self.handle.close()  # flushes: a full disk may only show here
+        except OSError as err:
+            failure = err
+        if exc_type is None and failure is None:
+            try:
+                os.replace(self._tmp_name, self.path)
+                return
+            except OSError as err:
+                failure = err
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp_name)
+        if exc_type is None and failure is not None:
+            raise UserError(describe_os_error(failure, f"write {self.path}")) from None
+
+
+@contextlib.contextmanager
+def stop_when_stdout_closes() -> Iterator[None]:
+    """While the body runs, a closed stdout pipe (the reader of `| head -1` exited) raises
+    BrokenPipeError in the main thread at once, instead of when the next result is written: the
+    work of translating the rest of the input is wasted, so it stops.
+
+    A watcher thread polls stdout for POLLERR/POLLHUP (what a pipe reports once its reader is
+    gone) and sends SIGPIPE to the main thread; its handler raises. A real signal (not just a
+    flag) also interrupts a main thread blocked reading stdin. Does nothing unless stdout is a
+    pipe and this is the main thread.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
+        is_pipe = False
+    if not is_pipe or threading.current_thread() is not threading.main_thread() or not hasattr(select, "poll"):
+        yield
+        return
+
+    def broken_pipe(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
+        raise BrokenPipeError(32, "stdout was closed")
+
+    previous = signal.signal(signal.SIGPIPE, broken_pipe)
+    finished = threading.Event()
+    main_id = threading.main_thread().ident
+    assert main_id is not None
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked: POLLERR / POLLHUP / POLLNVAL are always reported
+        while not finished.is_set():
+            if poller.poll(100):
+                if not finished.is_set():
+                    signal.pthread_kill(main_id, signal.SIGPIPE)
+                return
+
+    watcher = threading.Thread(target=watch, name="stdout-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
+        signal.signal(signal.SIGPIPE, previous)

@@ -31,12 +31,12 @@ from convtrans import checkpoint as ckpt
 from convtrans.config import GenerateConfig, ModelConfig, TrainConfig
 from convtrans.data.batching import collate, make_batches, shard
 from convtrans.data.datadir import DataDir
-from convtrans.errors import UserError
+from convtrans.errors import UserError, describe_os_error
 from convtrans.evaluate import ValidResult, decode_metric, split_loss
 from convtrans.model import EncoderDecoder
 from convtrans.optim import build_optimizer, label_smoothed_nll, learning_rate
-
-METRICS_FILE = "metrics.jsonl"
+from convtrans.resources import check_fits
+from convtrans.rundir import BEST, LAST, METRICS_FILE, RunPlan, numbered_checkpoints, numbered_name, set_aside
 
 
 class TrainingDiverged(UserError):
@@ -61,6 +61,8 @@ class RunState:
     best: float | None = None
     bad_validations: int = 0
     last_saved: int = -1
+    last_validated: int = -1  # update of the newest validation (-1: none yet)
+    best_update: int | None = None  # update of the validation that set `best`
     train_seconds: float = 0.0  # wall-clock time spent training, summed over resumes
     history: list[dict[str, Any]] = field(default_factory=list)  # validation results
 
@@ -128,22 +130,23 @@ class _StopSignal:
 class Trainer:
     def __init__(self, data: DataDir, run_dir: Path, model_config: ModelConfig, cfg: TrainConfig,
                  generate_config: GenerateConfig, device: str = "auto", preset: str = "", valid_metric: bool = True,
-                 report: Any = None, init_from: Path | None = None) -> None:
+                 report: Any = None, init_from: Path | None = None, plan: RunPlan | None = None) -> None:
         self.data, self.run_dir, self.cfg, self.gen = data, Path(run_dir), cfg, generate_config
+        self.plan = plan or RunPlan()
         self.dist = setup_distributed(device)
         self.device = pick_device(device, self.dist)
         self.preset, self.valid_metric = preset, valid_metric
         self.report = report or (lambda kind, payload: None)  # progress display hook (rank 0)
         self.ids = data.special_ids()
         self.state = RunState()
-        last = self.run_dir / "checkpoint_last"
         torch.manual_seed(cfg.seed)
-        if last.exists():
-            self.model, checkpoint = ckpt.load_model(last)
+        if self.plan.resume_from is not None:
+            self.model, checkpoint = ckpt.load_model(self.plan.resume_from, purpose="training", budget_device=self.device)
             self.model_config = checkpoint.model_config
-            self._resume_state = ckpt.load_train_state(last)
+            self._resume_state = ckpt.load_train_state(self.plan.resume_from)
         else:
             self.model_config = model_config
+            check_fits(model_config, "training", self.device)
             self.model = EncoderDecoder(model_config)
             if init_from is not None:  # a new run that starts from another run's weights
                 ckpt.load_weights_into(self.model, init_from)
@@ -190,9 +193,16 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints and logs
     def _log(self, record: dict[str, Any]) -> None:
         if self.dist.main:
-            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            try:
+                with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            except OSError as err:
+                raise UserError(describe_os_error(err, f"write {self.run_dir / METRICS_FILE}") + self._resume_hint()) from None
             self.report(record["type"], record)
+
+    def _resume_hint(self) -> str:
+        saved = self.state.last_saved
+        return f"; rerunning the command resumes from update {saved}" if saved > 0 else ""
 
     def _truncate_log(self) -> None:
         """After a crash the log may run past the checkpoint we resume from: drop those lines."""
@@ -205,10 +215,10 @@ class Trainer:
 
     def save(self, improved: bool = False) -> None:
         state = self._train_state()  # every rank takes part in gathering RNG states
-        self.state.last_saved = self.state.update
+        previous_save, self.state.last_saved = self.state.last_saved, self.state.update
         if not self.dist.main:
             return
-        name = self.run_dir / f"checkpoint_u{self.state.update:07d}"
+        name = self.run_dir / numbered_name(self.state.update)
         data_info = ckpt.DataInfo(
             task=self.data.task, source_lang=self.data.source_lang, target_lang=self.data.target_lang,
             tokenizers={side: self.data.tokenizer_file(side).name for side in (self.data.source_lang, self.data.target_lang)},
@@ -218,18 +228,21 @@ class Trainer:
         state["run"]["last_saved"] = self.state.update
         extra = {"update": self.state.update, "epoch": self.state.epoch, "preset": self.preset,
                  "valid": self.state.history[-1] if self.state.history else None}
-        ckpt.save(name, self.model, self.model_config, data_info, tokenizer_files, self.gen, state, extra,
-                  overwrite=True)
-        ckpt.point(self.run_dir / "checkpoint_last", name)
-        if improved or not (self.run_dir / "checkpoint_best").exists():
-            ckpt.point(self.run_dir / "checkpoint_best", name)
+        try:
+            ckpt.save(name, self.model, self.model_config, data_info, tokenizer_files, self.gen, state, extra,
+                      overwrite=True)
+        except ckpt.CheckpointWriteError as err:
+            self.state.last_saved = previous_save
+            raise ckpt.CheckpointWriteError(str(err) + self._resume_hint()) from None
+        ckpt.point(self.run_dir / LAST, name)
+        if improved:  # only a validated checkpoint can be the best one
+            ckpt.point(self.run_dir / BEST, name)
         self._prune()
 
     def _prune(self) -> None:
         """Keep the newest keep_last numbered checkpoints plus whatever last/best point to."""
-        numbered = sorted(self.run_dir.glob("checkpoint_u*"))
-        pinned = {(self.run_dir / link).resolve() for link in ("checkpoint_last", "checkpoint_best")
-                  if (self.run_dir / link).exists()}
+        numbered = numbered_checkpoints(self.run_dir)
+        pinned = {(self.run_dir / link).resolve() for link in (LAST, BEST) if (self.run_dir / link).exists()}
         keep = set(numbered[max(0, len(numbered) - self.cfg.keep_last):]) if self.cfg.keep_last else set()
         for path in numbered:
             if path not in keep and path.resolve() not in pinned:
@@ -262,9 +275,10 @@ class Trainer:
         better = value is not None and (self.state.best is None or (
             value < self.state.best if self._metric_name() == "loss" else value > self.state.best))
         if better:
-            self.state.best, self.state.bad_validations = value, 0
+            self.state.best, self.state.bad_validations, self.state.best_update = value, 0, self.state.update
         else:
             self.state.bad_validations += 1
+        self.state.last_validated = self.state.update
         record = {"type": "valid", "update": self.state.update, "epoch": self.state.epoch, "loss": result.loss,
                   "nll": result.nll, "ppl": round(result.ppl, 3), "best_metric": self._metric_name(),
                   "best": self.state.best}
@@ -330,10 +344,7 @@ class Trainer:
     def train(self) -> RunState:
         """Run until max_update / max_epoch / patience; returns the final state."""
         if self.dist.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(".checkpoint_*"):  # a temp dir or link left by a killed run
-                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
-            self._truncate_log()
+            self._tidy_run_dir()
         stop = _StopSignal()
         nonfinite, started, window_tokens, window_start = 0, time.perf_counter(), 0.0, time.perf_counter()
         last_tick = started
@@ -383,11 +394,28 @@ class Trainer:
                     self.state.batch_in_epoch = 0
                     if not self.cfg.validate_interval_updates:
                         self.save(self._after_validation(self.validate()))
-            if self.state.last_saved != self.state.update:
+            if self.state.last_validated != self.state.update:  # the final weights are always validated
                 self.save(self._after_validation(self.validate()))
         finally:
             stop.restore()
         return self.state
+
+    def _tidy_run_dir(self) -> None:
+        """Before the first write (rank 0, under the run directory's lock): move aside what the run
+        plan says, remove temporary files of a killed run, cut the log back to the resumed update."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.plan.set_aside:
+            folder = set_aside(self.run_dir, self.plan.set_aside)
+            self.report("warning", {"message": f"moved {', '.join(p.name for p in self.plan.set_aside)} into {folder}"})
+        for stale in self.run_dir.glob(".checkpoint_*"):  # a temp dir or link left by a killed run
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+        self._truncate_log()
+
+    def best_checkpoint(self) -> tuple[str, float, int] | None:
+        """(metric name, value, update) of the checkpoint that checkpoint_best points to."""
+        if self.state.best is None or self.state.best_update is None:
+            return None
+        return self._metric_name(), self.state.best, self.state.best_update
 
 
 class _nullcontext:

@@ -1,9 +1,9 @@
 """From `convtrans train` options to a running Trainer: resolve configs, show progress, report.
 
 Precedence, lowest first: dataclass defaults < the preset's [train]/[generate] tables < the
---config TOML < command-line options. A run directory with checkpoint_last resumes: the model
-config comes from the checkpoint, the training config from its saved state, and options given on
-the command line (e.g. a larger --max-update) override it.
+--config TOML < command-line options. A run directory with checkpoints resumes from the newest one
+that verifies (rundir.py): the model config comes from the checkpoint, the training config from
+its saved state, and options given on the command line (e.g. a larger --max-update) override it.
 
 --init-from starts a new run from another run's weights (fine-tuning, or continuing after a
 self-supervised warm-up on the same data): the architecture and decoding defaults come from that
@@ -20,6 +20,7 @@ from typing import Any
 
 from convtrans.config import GenerateConfig, ModelConfig, TrainConfig, load_preset, preset_recipe, tomllib
 from convtrans.errors import UserError
+from convtrans.rundir import RunPlan, plan_run
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrainRequest:
     device: str = "auto"
     valid_metric: bool = True
     init_from: Path | None = None
+    restart: bool = False  # set the previous run's checkpoints and log aside and start over
 
 
 def _read_config_file(path: Path | None) -> dict[str, Any]:
@@ -52,11 +54,8 @@ def _read_config_file(path: Path | None) -> dict[str, Any]:
     return raw
 
 
-def resolve(request: TrainRequest) -> tuple[Any, Path, ModelConfig, TrainConfig, GenerateConfig, str]:
-    """The data dir, run dir and the three configs this request trains with."""
-    from convtrans import checkpoint as ckpt
-    from convtrans.data.datadir import DataDir
-
+def run_paths(request: TrainRequest) -> tuple[dict[str, Any], Path, Path]:
+    """The --config tables, the data directory and the run directory of a request."""
     file_cfg = _read_config_file(request.config_file)
     data_dir = request.data_dir or (Path(file_cfg["data_dir"]) if "data_dir" in file_cfg else None)
     save_dir = request.save_dir or (Path(file_cfg["save_dir"]) if "save_dir" in file_cfg else None)
@@ -64,14 +63,28 @@ def resolve(request: TrainRequest) -> tuple[Any, Path, ModelConfig, TrainConfig,
         raise UserError("missing DATA_DIR (or data_dir in --config)")
     if save_dir is None:
         raise UserError("missing --save-dir (or save_dir in --config)")
+    if save_dir.exists() and not save_dir.is_dir():
+        raise UserError(f"--save-dir {save_dir} exists and is not a directory")
+    return file_cfg, data_dir, save_dir
+
+
+def resolve(request: TrainRequest, plan: RunPlan | None = None,
+            paths: tuple[dict[str, Any], Path, Path] | None = None
+            ) -> tuple[Any, Path, ModelConfig, TrainConfig, GenerateConfig, str]:
+    """The data dir, run dir and the three configs this request trains with; `plan` says whether
+    (and from which checkpoint) the run resumes."""
+    from convtrans import checkpoint as ckpt
+    from convtrans.data.datadir import DataDir
+
+    file_cfg, data_dir, save_dir = paths or run_paths(request)
+    plan = plan if plan is not None else plan_run(save_dir, request.restart)
     data = DataDir(data_dir)
     if "train" not in data.splits or "valid" not in data.splits:
         raise UserError(f"{data_dir} needs train and valid splits (has: {', '.join(data.splits)})")
-    last = save_dir / "checkpoint_last"
     train_fields = {**file_cfg.get("train", {}), **request.train_options}
-    if last.exists():
-        checkpoint = ckpt.read(last)
-        state = ckpt.load_train_state(last)
+    if plan.resume_from is not None:
+        checkpoint = ckpt.read(plan.resume_from, verify=False)  # verified when the plan was made
+        state = ckpt.load_train_state(plan.resume_from)
         stored = json.loads(state["train_config"])
         train_cfg = TrainConfig.from_dict({**stored, **train_fields})
         preset = checkpoint.extra.get("preset", "")
@@ -156,22 +169,40 @@ class TrainDisplay:
             self.console.print(f"valid update {record['update']} | epoch {record['epoch']} | loss {record['loss']:.3f} | "
                                f"ppl {record['ppl']:.2f}{metric} | best {record['best_metric']} {best}")
         elif kind in ("warning", "skip"):
-            self.console.print(f"warning: {record.get('message') or record.get('reason')} (update {record.get('update', '-')})")
+            at = f" (update {record['update']})" if "update" in record else ""
+            self.console.print(f"warning: {record.get('message') or record.get('reason')}{at}")
 
 
 def run_train(request: TrainRequest) -> int:
-    """Train; returns the process exit code (0, or 128 + signal number after an interruption)."""
+    """Train; returns the process exit code (0, or 128 + signal number after an interruption).
+
+    The run directory is locked for the whole run (rank 0 of a torchrun job holds the lock)."""
+    import contextlib
+    import os
+
+    from convtrans.locking import run_dir_lock
+
+    paths = run_paths(request)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with run_dir_lock(paths[2]) if main_rank else contextlib.nullcontext():
+        return _train_locked(request, paths)
+
+
+def _train_locked(request: TrainRequest, paths: tuple[dict[str, Any], Path, Path]) -> int:
     from convtrans.console import stderr
     from convtrans.trainer import Interrupted, Trainer
 
-    data, save_dir, model_cfg, train_cfg, generate, preset = resolve(request)
+    plan = plan_run(paths[2], request.restart)
+    data, save_dir, model_cfg, train_cfg, generate, preset = resolve(request, plan, paths)
     trainer_display = TrainDisplay(train_cfg.max_update or None, enabled=True)
     trainer = Trainer(data, save_dir, model_cfg, train_cfg, generate, request.device, preset, request.valid_metric,
-                      report=trainer_display, init_from=request.init_from)
+                      report=trainer_display, init_from=request.init_from, plan=plan)
     main = trainer.dist.main
     trainer_display.enabled = main
     if main:
-        resumed = f" (resuming at update {trainer.state.update})" if trainer.state.update else (
+        for note in plan.notes:
+            stderr.print(f"note: {note}")
+        resumed = f" (resuming at update {trainer.state.update} from {plan.resume_from.name})" if plan.resume_from else (
             f" (weights from {request.init_from})" if request.init_from else "")
         params = trainer.model.num_parameters()
         stderr.print(f"{model_cfg.family} model ({preset or 'custom'}): {params:,} parameters ({params / 1e6:.2f}M); "
@@ -184,6 +215,8 @@ def run_train(request: TrainRequest) -> int:
             stderr.print(str(err))
         return 128 + err.signum
     if main:
-        best = f"; best {trainer._metric_name()} {state.best:.3f}" if state.best is not None else ""
-        stderr.print(f"done: {state.update} updates (epoch {state.epoch}){best}; checkpoints in {save_dir}")
+        best = trainer.best_checkpoint()
+        best_text = (f"; checkpoint_best is update {best[2]} (valid {best[0]} {best[1]:.3f})" if best is not None
+                     else "; no validation has improved yet, so there is no checkpoint_best")
+        stderr.print(f"done: {state.update} updates (epoch {state.epoch}){best_text}; checkpoints in {save_dir}")
     return 0

@@ -8,7 +8,8 @@ Lines are prepared exactly as at training time (whitespace normalization, option
 lowercasing, sentencepiece), sorted by length within a batch call and grouped into batches of at
 most `batch_tokens` source tokens, decoded, and returned in input order. Blank (or whitespace-only)
 lines give empty results without touching the model, so line N in is line N out. Sources longer
-than the model accepts are truncated to its limit (the `on_truncate` callback is told).
+than the model accepts are truncated to its limit (the `on_truncate(line, length, limit)` callback
+is told).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from convtrans import checkpoint as ckpt
 from convtrans.config import GenerateConfig
 from convtrans.data.tokenize import SubwordTokenizer, TextProcessor
 from convtrans.errors import UserError
+from convtrans.resources import sentences_per_batch
 
 
 @dataclass
@@ -75,7 +77,7 @@ def pick_device(device: str) -> torch.device:
 
 class Translator:
     def __init__(self, model: str | Path, device: str = "auto", generate: GenerateConfig | None = None,
-                 batch_tokens: int = 4096, on_truncate: Callable[[int, int], None] | None = None) -> None:
+                 batch_tokens: int = 4096, on_truncate: Callable[[int, int, int], None] | None = None) -> None:
         self.device = pick_device(device)
         from convtrans.runtime import load_for_inference
 
@@ -87,7 +89,7 @@ class Translator:
         self.src_text, self.tgt_text = TextProcessor(**data.text[self.source]), TextProcessor(**data.text[self.target])
         self.generate_config = generate or self.checkpoint.generate
         self.batch_tokens = batch_tokens
-        self.on_truncate = on_truncate or (lambda line, length: None)
+        self.on_truncate = on_truncate or (lambda line, length, limit: None)
         limit = self.model.config.max_source_positions - 1  # room for EOS
         if self.model.config.encoder_mixer == "synthesizer":
             limit = min(limit, self.model.config.synth_max_len - 1)
@@ -101,7 +103,7 @@ class Translator:
         ids = self.src_tok.encode([self.src_text.pre(line) for line in lines])
         for offset, seq in enumerate(ids):
             if len(seq) > limit:
-                self.on_truncate(first_line + offset, len(seq))
+                self.on_truncate(first_line + offset, len(seq), limit)
                 ids[offset] = seq[:limit]
         return ids
 
@@ -125,9 +127,12 @@ class Translator:
         todo.sort(key=lambda i: len(encoded[i]), reverse=True)  # similar lengths batch together
         pad, eos = self.model.config.pad_id, self.model.config.eos_id
         start = 0
+        rows_per_sentence = config.n_best if config.sampling else config.beam
         while start < len(todo):
             longest = len(encoded[todo[start]]) + 1
-            size = max(1, self.batch_tokens // longest)
+            out_len = min(int(config.max_len_a * longest + config.max_len_b), self.model.config.max_target_positions - 1)
+            size = sentences_per_batch(self.model.config, rows_per_sentence, longest, out_len,
+                                       wanted=max(1, self.batch_tokens // longest), device=self.device)
             chunk = todo[start : start + size]
             start += len(chunk)
             src = torch.full((len(chunk), longest), pad, dtype=torch.long)

@@ -6,6 +6,7 @@ Opening reads manifest.json and memory-maps splits on demand, so it costs O(1) m
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 from convtrans.data.binarize import TokenArray
 from convtrans.data.tokenize import SubwordTokenizer, TextProcessor
 from convtrans.errors import UserError
+
+# side and split names become file names (`{split}.{side}.bin`): no separators, no leading dot
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -40,6 +44,9 @@ class DataDir:
         self.source_lang: str = self.manifest["source_lang"]
         self.target_lang: str = self.manifest["target_lang"]
         self.task: str = self.manifest.get("task", "translation")
+        for name in (self.source_lang, self.target_lang, *self.manifest["splits"]):
+            if not isinstance(name, str) or not _SIMPLE_NAME.fullmatch(name):
+                raise UserError(f"{manifest}: {name!r} is not a plain side or split name")
 
     @property
     def splits(self) -> list[str]:
@@ -52,7 +59,9 @@ class DataDir:
                              TokenArray(self.path / f"{name}.{self.target_lang}"))
 
     def tokenizer_file(self, side: str) -> Path:
-        return self.path / self.manifest["tokenizers"][side]["model"]
+        from convtrans.checkpoint import member
+
+        return member(self.path, self.manifest["tokenizers"][side]["model"])
 
     @cached_property
     def tokenizers(self) -> dict[str, SubwordTokenizer]:

@@ -27,7 +27,8 @@ from convtrans.data.binarize import TokenArrayWriter, dtype_for_vocab
 from convtrans.data.corpus import read_jsonl_field, read_lines, read_pairs, resolve, sha256_file
 from convtrans.data.pretext import PRETEXTS, pretext_pairs
 from convtrans.data.tokenize import SubwordTokenizer, TextProcessor, train_sentencepiece
-from convtrans.errors import UserError
+from convtrans.errors import UserError, describe_os_error
+from convtrans.locking import data_dir_lock
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -162,6 +163,44 @@ def _check_destdir(destdir: Path, fingerprint: str, force: bool) -> None:
         raise UserError(f"--destdir {destdir} already holds different data; use --force to replace it")
 
 
+def output_names(opts: PreprocessOptions, splits: list[str]) -> set[str]:
+    """Every file name preprocess writes into a data directory with these options and splits."""
+    src, tgt = opts.sides
+    stems = ["spm"] if opts.joint else [f"spm.{src}", f"spm.{tgt}"]
+    names = {MANIFEST} | {f"{stem}.{ext}" for stem in stems for ext in ("model", "vocab")}
+    return names | {f"{split}.{side}.{ext}" for split in splits for side in (src, tgt) for ext in ("bin", "idx")}
+
+
+def _written_by_preprocess(destdir: Path) -> set[str]:
+    """The names an existing data directory's manifest says preprocess wrote there."""
+    try:
+        manifest = json.loads((destdir / MANIFEST).read_text(encoding="utf-8"))
+        names = {MANIFEST}
+        for info in manifest["tokenizers"].values():
+            names |= {info["model"], info["vocab"]}
+        sides = (manifest["source_lang"], manifest["target_lang"])
+        return names | {f"{split}.{side}.{ext}" for split in manifest["splits"] for side in sides for ext in ("bin", "idx")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unreadable: judge by the names we use
+        return {p.name for p in destdir.iterdir()
+                if p.name == MANIFEST or p.suffix in (".bin", ".idx") or p.name.startswith("spm")}
+
+
+def foreign_entries(destdir: Path, new_outputs: set[str]) -> list[Path]:
+    """Files and folders in `destdir` that preprocess did not write: the user's own (notes, scripts).
+
+    They are copied into the rebuilt directory, never deleted; one whose name the new build would
+    write is refused up front, before any work."""
+    if not destdir.is_dir():
+        return []
+    ours = _written_by_preprocess(destdir)
+    foreign = sorted(p for p in destdir.iterdir() if p.name not in ours)
+    clashes = [p.name for p in foreign if p.name in new_outputs]
+    if clashes:
+        raise UserError(f"--destdir {destdir} holds {', '.join(clashes)}, which preprocess did not write and would "
+                        "now overwrite; move it away first")
+    return foreign
+
+
 def _length_stats(lengths: np.ndarray) -> dict:
     if len(lengths) == 0:
         return {"sequences": 0, "tokens": 0}
@@ -286,8 +325,10 @@ def preprocess(
     force: bool = False,
     threads: int = 1,
     progress: Progress = lambda *report: None,
+    notify: Callable[[str], None] = lambda message: None,
 ) -> list[SplitReport]:
-    """Build the data directory `destdir`; returns a report per split."""
+    """Build the data directory `destdir`; returns a report per split. Holds the directory's lock
+    throughout: a second preprocess on the same --destdir is refused, naming this one's PID."""
     opts.validate()
     splits = _split_inputs(opts)
     if opts.trainpref is None:
@@ -301,8 +342,30 @@ def preprocess(
     spm_hashes = [sha256_file(Path(p)) for p in opts.spm_models if Path(p).is_file()]
     fingerprint = _fingerprint(opts, {"corpus": inputs, "spm": spm_hashes})
     destdir = Path(destdir)
-    _check_destdir(destdir, fingerprint, force)
+    with data_dir_lock(destdir):
+        _check_destdir(destdir, fingerprint, force)
+        keep = foreign_entries(destdir, output_names(opts, [split.name for split in splits]))
+        _remove_leftovers(destdir)
+        try:
+            reports = _build(opts, splits, inputs, fingerprint, destdir, keep, threads, progress)
+        except OSError as err:
+            raise UserError(describe_os_error(err, f"write data directory {destdir}")) from None
+    if keep:
+        notify(f"kept {len(keep)} file(s) in {destdir} that preprocess did not write: {', '.join(p.name for p in keep)}")
+    return reports
 
+
+def _remove_leftovers(destdir: Path) -> None:
+    """Work and old directories of a preprocess that was killed (kill -9 runs no cleanup). Only
+    called under the directory's lock, so no live preprocess owns them."""
+    for pattern in (f".{destdir.name}.tmp-*", f".{destdir.name}.old-*"):
+        for stale in destdir.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def _build(opts: PreprocessOptions, splits: list[SplitInput], inputs: dict, fingerprint: str, destdir: Path,
+           keep: list[Path], threads: int, progress: Progress) -> list[SplitReport]:
+    """Both passes in a work directory beside `destdir`, then the manifest, then the swap."""
     destdir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{destdir.name}.tmp-", dir=destdir.parent))
     try:
@@ -345,6 +408,11 @@ def preprocess(
             "fingerprint": fingerprint,
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for entry in keep:  # the user's own files: copied (not moved), so a kill at any moment loses none
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, work / entry.name, symlinks=True)
+            else:
+                shutil.copy2(entry, work / entry.name, follow_symlinks=False)
         _replace_dir(work, destdir)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -6,6 +6,7 @@ the data manifest and the checkpoint), so training and inference see identically
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,6 +16,9 @@ from convtrans.errors import UserError
 
 # The special ids every convtrans sentencepiece model uses (fixed at training time below).
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# sentencepiece reads a model whole into memory; the largest published ones (mT5's 250k pieces)
+# are a few MB, so a file past this is not a subword model and is refused before reading.
+MAX_SPM_BYTES = 256 << 20
 
 
 def normalize_whitespace(text: str) -> str:
@@ -125,6 +129,15 @@ class SubwordTokenizer:
         import sentencepiece as spm
 
         self.path = Path(model_path)
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            raise UserError(f"file not found: {self.path}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{self.path}: not a regular file (a sentencepiece model is read whole)")
+        if info.st_size > MAX_SPM_BYTES:
+            raise UserError(f"{self.path}: {info.st_size:,} bytes is too large for a sentencepiece model "
+                            f"(at most {MAX_SPM_BYTES:,})")
         self.sp = spm.SentencePieceProcessor()
         try:
             self.sp.load(str(self.path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -68,7 +69,12 @@ def test_overlong_lines_are_truncated_with_a_warning(model_dir: Path) -> None:
     result = _translate(model_dir, f"Ein hund.\n{long_line}\n")
     assert result.exit_code == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
-    assert "warning: line 2 has" in result.stderr and "truncated" in result.stderr
+    match = re.search(r"warning: line 2 has ([\d,]+) subwords but the model reads at most ([\d,]+): "
+                      r"the last ([\d,]+) were dropped", result.stderr)
+    assert match, result.stderr
+    length, limit, dropped = (int(g.replace(",", "")) for g in match.groups())
+    config = json.loads((model_dir / "config.json").read_text())["model"]
+    assert limit == config["max_source_positions"] - 1 and dropped == length - limit > 0
 
 
 def test_interactive_pipe_answers_each_line_before_the_next_arrives(model_dir: Path) -> None:
@@ -103,7 +109,9 @@ def test_batch_and_stream_apis_agree(model_dir: Path) -> None:
     [
         (["-m", "/nonexistent/model"], "x\n", r"no model at '/nonexistent/model'"),
         ([], b"ok\n\xff\xfe\n", r"-:2: invalid UTF-8"),
-        (["--beam", "0"], "x\n", r"generate field beam: must be >= 1"),
+        (["--beam", "0"], "x\n", r"generate field beam: must be in \[1, 1024\]"),
+        (["--beam", "50000"], "x\n", r"generate field beam: must be in \[1, 1024\] \(got 50000\)"),
+        (["--max-len-b", "-5"], "x\n", r"generate field max_len_b: must be >= 0 \(got -5\)"),
     ],
 )
 def test_bad_input_gives_one_line_error(model_dir: Path, args, stdin, pattern) -> None:
