@@ -262,14 +262,29 @@ def load_model(path: Path, device: str | torch.device = "cpu", purpose: str = "i
 
 
 def load_weights_into(model: torch.nn.Module, path: Path) -> None:
-    """Copy a checkpoint's weights into a built model; every tensor must match by name and shape."""
-    from safetensors import SafetensorError
+    """Copy a checkpoint's weights into a built model; every tensor must match by name and shape.
+
+    Shapes are compared from the file's header first, so a config that disagrees with its weights
+    is named in one line (the first mismatch) instead of PyTorch's list of every tensor."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_model as load_weights
 
+    file = Path(path) / WEIGHTS
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     try:
-        missing, unexpected = load_weights(model, str(Path(path) / WEIGHTS), strict=False)
+        with safe_open(str(file), framework="pt") as weights:
+            stored = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{file}: cannot read weights ({err})") from None
+    wrong = [name for name in stored if name in expected and stored[name] != expected[name]]
+    if wrong:
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise UserError(f"{path}: weights do not match the config: {wrong[0]} is {list(stored[wrong[0]])} in "
+                        f"{WEIGHTS} but {list(expected[wrong[0]])} in the model{more}")
+    try:
+        missing, unexpected = load_weights(model, str(file), strict=False)
     except (SafetensorError, OSError, RuntimeError) as err:
-        raise UserError(f"{Path(path) / WEIGHTS}: cannot load weights ({err})") from None
+        raise UserError(f"{file}: cannot load weights ({str(err).splitlines()[0]})") from None
     if missing or unexpected:
         raise UserError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
 

@@ -1,14 +1,12 @@
-"""`convtrans train` end to end on a toy corpus: checkpoints, exact resume after SIGKILL, SIGTERM,
-two-process DDP equal to update_freq 2, non-finite losses."""
+"""`convtrans train` end to end on a toy corpus: checkpoints, two-process DDP equal to update_freq 2,
+non-finite losses, --init-from. Resume after kill -9 and SIGTERM: tests/faults/test_runs.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -65,43 +63,6 @@ def test_train_writes_checkpoints_metrics_and_keeps_stdout_quiet(data_dir: Path,
     assert valid[-1]["loss"] < valid[0]["loss"]  # it learns
     best = min(valid, key=lambda r: r["loss"])["update"]
     assert (run / "checkpoint_best").resolve().name == f"checkpoint_u{best:07d}"
-
-
-def test_resume_after_sigkill_continues_bit_identically(data_dir: Path, tmp_path: Path) -> None:
-    args = ("--max-update", "60", "--save-interval-updates", "5")
-    subprocess.run(_cmd(data_dir, tmp_path / "straight", *args), check=True, capture_output=True)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(data_dir, killed, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        losses = _train_losses(killed) if (killed / "metrics.jsonl").exists() else {}
-        if max(losses, default=0) >= 17 and (killed / "checkpoint_last").exists():
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    interrupted_at = max(_train_losses(killed))
-    assert 17 <= interrupted_at < 60, "the run must be killed mid-way"
-    subprocess.run(_cmd(data_dir, killed, *args), check=True, capture_output=True)
-    assert _train_losses(killed) == _train_losses(tmp_path / "straight")  # every update's loss, exactly
-    straight, resumed = _weights(tmp_path / "straight"), _weights(killed)
-    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
-
-
-def test_sigterm_saves_a_checkpoint_and_resumes(data_dir: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(data_dir, run, "--max-update", "100000"), stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and max(_train_losses(run), default=0) >= 3):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "interrupted by SIGTERM: saved checkpoint_last at update" in err and "Traceback" not in err
-    saved = json.loads((run / "checkpoint_last" / "config.json").read_text())["extra"]["update"]
-    assert saved == max(_train_losses(run))
-    result = subprocess.run(_cmd(data_dir, run, "--max-update", str(saved + 2)), capture_output=True, text=True)
-    assert result.returncode == 0 and f"resuming at update {saved}" in result.stderr
 
 
 def test_two_process_gloo_equals_one_process_with_update_freq_two(data_dir: Path, tmp_path: Path) -> None:
