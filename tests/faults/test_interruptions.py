@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from convtrans.locking import data_dir_lock
 from tests.faults.conftest import one_line_error, preprocess_args
 
 pytestmark = pytest.mark.integration
@@ -77,6 +76,8 @@ def test_kill_9_during_preprocess_leaves_work_the_next_run_removes(raw_corpus: P
 
 def test_a_second_preprocess_on_the_same_destdir_is_refused(raw_corpus: Path, tmp_path: Path) -> None:
     """Item 3 for data directories: the holder's PID is named; nothing is written."""
+    from convtrans.locking import data_dir_lock
+
     with data_dir_lock(tmp_path / "bin"):
         result = CliRunner().invoke(app, preprocess_args(raw_corpus, tmp_path / "bin"))
     assert result.exit_code == 1

@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from convtrans.locking import run_dir_lock
 from tests.faults.conftest import one_line_error, train_args, train_command
 
 pytestmark = pytest.mark.integration
@@ -170,6 +169,8 @@ def test_a_lock_left_by_a_killed_train_does_not_block(data_dir: Path, tmp_path: 
 
 
 def test_lock_is_held_for_the_whole_run(data_dir: Path, tmp_path: Path) -> None:
+    from convtrans.locking import run_dir_lock
+
     with run_dir_lock(tmp_path / "run"):
         result = CliRunner().invoke(app, train_args(data_dir, tmp_path / "run", "--max-update", "1"))
     assert result.exit_code == 1 and f"in use by process {os.getpid()}" in one_line_error(result.stderr)
