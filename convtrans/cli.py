@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,8 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from convtrans.errors import Terminated, describe_os_error
 
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
         try:
             return command(*args, **kwargs)
         except UserError as err:
@@ -57,7 +59,8 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo("terminated", err=True)
             raise typer.Exit(143) from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1)
 

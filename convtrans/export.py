@@ -32,6 +32,7 @@ from convtrans import checkpoint as ckpt
 from convtrans.errors import UserError
 from convtrans.model import EncoderDecoder
 from convtrans.nn.cache import DecoderCache
+from convtrans.rundir import LAST, numbered_checkpoints
 
 FORMATS = ("checkpoint", "torchscript", "onnx")
 GRAPHS = ("encoder", "init", "step")
@@ -207,14 +208,14 @@ def resolve_sources(sources: list[Path], average: int) -> list[Path]:
     """Checkpoint dirs to read: a checkpoint, a run dir (its last, or its `average` newest), or a list."""
     if not sources:
         raise UserError("give a checkpoint directory, a run directory, or several checkpoints to average")
-    if len(sources) == 1 and (sources[0] / "checkpoint_last").exists():
+    if len(sources) == 1 and (sources[0] / LAST).exists():
         run = sources[0]
         if average > 1:
-            numbered = sorted(run.glob("checkpoint_u*"))
+            numbered = numbered_checkpoints(run)
             if len(numbered) < average:
                 raise UserError(f"--average {average}: {run} holds only {len(numbered)} numbered checkpoints")
             return numbered[-average:]
-        return [run / "checkpoint_last"]
+        return [run / LAST]
     if average > 1 and len(sources) != average and len(sources) != 1:
         raise UserError(f"--average {average} with {len(sources)} checkpoints: give a run directory or exactly the list")
     return sources

@@ -52,26 +52,44 @@ def test_temp_files_of_a_killed_translate_are_removed_by_the_next(model_dir: Pat
     assert not stale.exists() and live.exists() and (tmp_path / "out.en").read_text().count("\n") == 1
 
 
-def test_kill_9_during_preprocess_leaves_work_the_next_run_removes(raw_corpus: Path, tmp_path: Path) -> None:
-    """A killed preprocess leaves its work directory (`.bin.tmp-*`, MBs on a real corpus); the next
-    preprocess of that --destdir, holding its lock, removes it."""
-    dest = tmp_path / "bin"
+@pytest.fixture
+def big_corpus(raw_corpus: Path, tmp_path: Path) -> Path:
+    """60 times the toy train split, so preprocess runs long enough to be interrupted."""
     big = tmp_path / "big"
     big.mkdir()
     for side in ("de", "en"):
-        text = (raw_corpus / f"train.{side}").read_text()
-        (big / f"train.{side}").write_text(text * 60)
+        (big / f"train.{side}").write_text((raw_corpus / f"train.{side}").read_text() * 60)
         (big / f"valid.{side}").write_text((raw_corpus / f"valid.{side}").read_text())
-    proc = subprocess.Popen([sys.executable, "-m", "convtrans", *preprocess_args(big, dest)], stderr=subprocess.DEVNULL)
-    _wait_for(lambda: any(tmp_path.glob(".bin.tmp-*")) or proc.poll() is not None)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    if proc.returncode != -signal.SIGKILL:
-        pytest.skip("preprocess finished before it could be killed")
+    return big
+
+
+def _interrupt_preprocess(big: Path, dest: Path, signum: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "convtrans", *preprocess_args(big, dest)], stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(lambda: any(dest.parent.glob(f".{dest.name}.tmp-*")) or proc.poll() is not None)
+    proc.send_signal(signum)
+    proc.wait(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("preprocess finished before it could be interrupted")
+    return proc
+
+
+def test_kill_9_during_preprocess_leaves_work_the_next_run_removes(raw_corpus: Path, big_corpus: Path,
+                                                                   tmp_path: Path) -> None:
+    """A killed preprocess leaves its work directory (`.bin.tmp-*`, MBs on a real corpus); the next
+    preprocess of that --destdir, holding its lock, removes it."""
+    dest = tmp_path / "bin"
+    assert _interrupt_preprocess(big_corpus, dest, signal.SIGKILL).returncode == -signal.SIGKILL
     assert any(tmp_path.glob(".bin.tmp-*"))
     result = CliRunner().invoke(app, preprocess_args(raw_corpus, dest))
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "bin"]
+
+
+def test_sigterm_during_preprocess_cleans_up_itself(big_corpus: Path, tmp_path: Path) -> None:
+    proc = _interrupt_preprocess(big_corpus, tmp_path / "bin", signal.SIGTERM)
+    assert proc.returncode == 143 and proc.stderr.read().strip().splitlines()[-1] == "terminated"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big"]
 
 
 def test_a_second_preprocess_on_the_same_destdir_is_refused(raw_corpus: Path, tmp_path: Path) -> None:
