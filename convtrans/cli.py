@@ -39,7 +39,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from convtrans.errors import Terminated, describe_os_error
+        from convtrans.errors import StdoutClosed, Terminated, describe_os_error
 
         in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
@@ -47,7 +47,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except UserError as err:
             message = str(err)
-        except BrokenPipeError:
+        except (BrokenPipeError, StdoutClosed):
             _silence_stdout()
             raise typer.Exit(141) from None
         except OSError as err:

@@ -20,6 +20,12 @@ class Terminated(BaseException):
     library swallows it, while `finally` blocks and context managers still clean up."""
 
 
+class StdoutClosed(BaseException):
+    """The reader of our stdout went away (`| head -1`). A BaseException, not a BrokenPipeError: it
+    is raised asynchronously (textio.stop_when_stdout_closes) wherever the main thread happens to
+    be, and must not be mistaken for an error of the file being read there."""
+
+
 def describe_os_error(err: OSError, action: str = "") -> str:
     """One line for an OSError: what failed, on which file, and the system's reason.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from convtrans.data.corpus import read_jsonl_field, read_lines
-from convtrans.errors import UserError, describe_os_error
+from convtrans.errors import StdoutClosed, UserError, describe_os_error
 
 
 def input_lines(path: Path | None, jsonl_field: str | None = None) -> Iterator[str]:
@@ -164,7 +164,7 @@ class OutputSink:
 @contextlib.contextmanager
 def stop_when_stdout_closes() -> Iterator[None]:
     """While the body runs, a closed stdout pipe (the reader of `| head -1` exited) raises
-    BrokenPipeError in the main thread at once, instead of when the next result is written: the
+    StdoutClosed in the main thread at once, instead of when the next result is written: the
     work of translating the rest of the input is wasted, so it stops.
 
     A watcher thread polls stdout for POLLERR/POLLHUP (what a pipe reports once its reader is
@@ -182,7 +182,7 @@ def stop_when_stdout_closes() -> Iterator[None]:
         return
 
     def broken_pipe(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
-        raise BrokenPipeError(32, "stdout was closed")
+        raise StdoutClosed
 
     previous = signal.signal(signal.SIGPIPE, broken_pipe)
     finished = threading.Event()
