@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -91,27 +91,27 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @friendly_errors
 def preprocess(
     destdir: Annotated[Path, typer.Option("--destdir", "-d", help="Output data directory.")],
-    source_lang: Annotated[Optional[str], typer.Option("--source-lang", "-s", help="Source suffix, e.g. de.")] = None,
-    target_lang: Annotated[Optional[str], typer.Option("--target-lang", "-t", help="Target suffix, e.g. en.")] = None,
-    trainpref: Annotated[Optional[str], typer.Option(help="Train prefix: reads PREFIX.SRC and PREFIX.TGT (.gz too).")] = None,
-    validpref: Annotated[Optional[str], typer.Option(help="Valid prefix(es), comma-separated.")] = None,
-    testpref: Annotated[Optional[str], typer.Option(help="Test prefix(es), comma-separated.")] = None,
+    source_lang: Annotated[str | None, typer.Option("--source-lang", "-s", help="Source suffix, e.g. de.")] = None,
+    target_lang: Annotated[str | None, typer.Option("--target-lang", "-t", help="Target suffix, e.g. en.")] = None,
+    trainpref: Annotated[str | None, typer.Option(help="Train prefix: reads PREFIX.SRC and PREFIX.TGT (.gz too).")] = None,
+    validpref: Annotated[str | None, typer.Option(help="Valid prefix(es), comma-separated.")] = None,
+    testpref: Annotated[str | None, typer.Option(help="Test prefix(es), comma-separated.")] = None,
     jsonl_fields: Annotated[
-        Optional[str], typer.Option(help="JSON-lines input PREFIX.jsonl: source and target field, e.g. dialogue,summary.")
+        str | None, typer.Option(help="JSON-lines input PREFIX.jsonl: source and target field, e.g. dialogue,summary.")
     ] = None,
     vocab_size: Annotated[int, typer.Option(help="Subword vocabulary size (per model).")] = 8000,
     model_type: Annotated[str, typer.Option(help="Sentencepiece model type: unigram or bpe.")] = "unigram",
     character_coverage: Annotated[float, typer.Option(help="Sentencepiece character coverage.")] = 1.0,
     separate_vocab: Annotated[bool, typer.Option(help="One subword model per side instead of a joint one.")] = False,
     spm_model: Annotated[
-        Optional[list[Path]], typer.Option(help="Reuse a sentencepiece model (give twice: source, target).")
+        list[Path] | None, typer.Option(help="Reuse a sentencepiece model (give twice: source, target).")
     ] = None,
     moses: Annotated[bool, typer.Option(help="Moses punctuation normalization and tokenization first.")] = False,
     lowercase: Annotated[bool, typer.Option(help="Lowercase all text.")] = False,
-    max_len: Annotated[Optional[int], typer.Option(help="Train only: drop pairs with a side longer than this.")] = None,
-    max_len_ratio: Annotated[Optional[float], typer.Option(help="Train only: drop pairs with a longer length ratio.")] = None,
+    max_len: Annotated[int | None, typer.Option(help="Train only: drop pairs with a side longer than this.")] = None,
+    max_len_ratio: Annotated[float | None, typer.Option(help="Train only: drop pairs with a longer length ratio.")] = None,
     pretext: Annotated[
-        Optional[str], typer.Option(help="Warm-up data instead of the pairs: 'principal' (copy each document's salient units; targets are not used).")
+        str | None, typer.Option(help="Warm-up data instead of the pairs: 'principal' (copy each document's salient units; targets are not used).")
     ] = None,
     workers: Annotated[int, typer.Option(help="Threads for encoding.")] = min(4, os.cpu_count() or 1),
     force: Annotated[bool, typer.Option(help="Replace a data directory that holds different data.")] = False,
@@ -151,12 +151,12 @@ def score(
     hyp: Annotated[Path, typer.Argument(help="Hypothesis file (.gz ok), or - for stdin.")],
     refs: Annotated[list[Path], typer.Argument(help="Reference file(s), line-parallel to HYP.")],
     metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated: bleu,chrf,ter,rouge.")] = "bleu,chrf",
-    tokenize: Annotated[Optional[str], typer.Option("--tokenize", "-tok", help="sacrebleu tokenizer (13a, intl, zh, char, none, ...).")] = None,
+    tokenize: Annotated[str | None, typer.Option("--tokenize", "-tok", help="sacrebleu tokenizer (13a, intl, zh, char, none, ...).")] = None,
     lowercase: Annotated[bool, typer.Option("--lowercase", "-lc", help="Case-insensitive BLEU and chrF.")] = False,
     chrf_word_order: Annotated[int, typer.Option(help="chrF word n-gram order (2 = chrF++).")] = 0,
     ter_case_sensitive: Annotated[bool, typer.Option(help="Case-sensitive TER (sacrebleu's default is not).")] = False,
     rouge_stemmer: Annotated[bool, typer.Option(help="Porter stemming in ROUGE.")] = False,
-    baseline: Annotated[Optional[Path], typer.Option(help="Baseline hypotheses: paired bootstrap test against them.")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Baseline hypotheses: paired bootstrap test against them.")] = None,
     bootstrap_samples: Annotated[int, typer.Option(help="Resamples for --baseline.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
@@ -204,42 +204,42 @@ def score(
 @app.command()
 @friendly_errors
 def train(
-    data_dir: Annotated[Optional[Path], typer.Argument(help="Preprocessed data directory.")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", "-a", help="Preset name (see --list-archs) or .toml file.")] = None,
-    save_dir: Annotated[Optional[Path], typer.Option("--save-dir", "-o", help="Run directory (resumes from its newest intact checkpoint).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML with arch, [train], [model], [generate] tables.")] = None,
-    init_from: Annotated[Optional[Path], typer.Option(help="Start a new run from this checkpoint's weights and architecture (fresh optimizer and schedule; same vocabulary).")] = None,
+    data_dir: Annotated[Path | None, typer.Argument(help="Preprocessed data directory.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Preset name (see --list-archs) or .toml file.")] = None,
+    save_dir: Annotated[Path | None, typer.Option("--save-dir", "-o", help="Run directory (resumes from its newest intact checkpoint).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML with arch, [train], [model], [generate] tables.")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Start a new run from this checkpoint's weights and architecture (fresh optimizer and schedule; same vocabulary).")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Start over in a run directory that has checkpoints (they are moved into a set-aside folder, not deleted).")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model field override key=value (repeatable).")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per batch (with padding).")] = None,
-    update_freq: Annotated[Optional[int], typer.Option(help="Batches per update (gradient accumulation).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    lr_scheduler: Annotated[Optional[str], typer.Option(help="inverse_sqrt, cosine or fixed.")] = None,
-    warmup_updates: Annotated[Optional[int], typer.Option(help="Linear warmup updates.")] = None,
-    max_update: Annotated[Optional[int], typer.Option(help="Stop after this many updates.")] = None,
-    max_epoch: Annotated[Optional[int], typer.Option(help="Stop after this many epochs.")] = None,
-    stop_time_hours: Annotated[Optional[float], typer.Option(help="Stop after this much training time (hours).")] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing epsilon.")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Model dropout.")] = None,
-    attention_dropout: Annotated[Optional[float], typer.Option(help="Attention dropout.")] = None,
-    weight_dropout: Annotated[Optional[float], typer.Option(help="DropConnect on conv kernels.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Decoupled weight decay.")] = None,
-    clip_norm: Annotated[Optional[float], typer.Option(help="Gradient clipping norm (0 = off).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    amp: Annotated[Optional[str], typer.Option(help="Mixed precision: off, bf16 or fp16 (loss-scaled).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Model field override key=value (repeatable).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens per batch (with padding).")] = None,
+    update_freq: Annotated[int | None, typer.Option(help="Batches per update (gradient accumulation).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    lr_scheduler: Annotated[str | None, typer.Option(help="inverse_sqrt, cosine or fixed.")] = None,
+    warmup_updates: Annotated[int | None, typer.Option(help="Linear warmup updates.")] = None,
+    max_update: Annotated[int | None, typer.Option(help="Stop after this many updates.")] = None,
+    max_epoch: Annotated[int | None, typer.Option(help="Stop after this many epochs.")] = None,
+    stop_time_hours: Annotated[float | None, typer.Option(help="Stop after this much training time (hours).")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing epsilon.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Model dropout.")] = None,
+    attention_dropout: Annotated[float | None, typer.Option(help="Attention dropout.")] = None,
+    weight_dropout: Annotated[float | None, typer.Option(help="DropConnect on conv kernels.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Decoupled weight decay.")] = None,
+    clip_norm: Annotated[float | None, typer.Option(help="Gradient clipping norm (0 = off).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    amp: Annotated[str | None, typer.Option(help="Mixed precision: off, bf16 or fp16 (loss-scaled).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    keep_last: Annotated[Optional[int], typer.Option(help="Numbered checkpoints to keep.")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Stop after N validations without improvement.")] = None,
-    validate_interval_updates: Annotated[Optional[int], typer.Option(help="Validate every N updates (0 = each epoch).")] = None,
-    save_interval_updates: Annotated[Optional[int], typer.Option(help="Also save every N updates.")] = None,
+    keep_last: Annotated[int | None, typer.Option(help="Numbered checkpoints to keep.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after N validations without improvement.")] = None,
+    validate_interval_updates: Annotated[int | None, typer.Option(help="Validate every N updates (0 = each epoch).")] = None,
+    save_interval_updates: Annotated[int | None, typer.Option(help="Also save every N updates.")] = None,
     valid_bleu: Annotated[bool, typer.Option(help="Decode the valid split for BLEU (ROUGE on summaries).")] = True,
-    valid_beam: Annotated[Optional[int], typer.Option(help="Beam for validation decoding (1 = greedy).")] = None,
-    valid_max_sentences: Annotated[Optional[int], typer.Option(help="Decode at most N valid sentences.")] = None,
-    log_interval: Annotated[Optional[int], typer.Option(help="Updates between metrics.jsonl lines.")] = None,
+    valid_beam: Annotated[int | None, typer.Option(help="Beam for validation decoding (1 = greedy).")] = None,
+    valid_max_sentences: Annotated[int | None, typer.Option(help="Decode at most N valid sentences.")] = None,
+    log_interval: Annotated[int | None, typer.Option(help="Updates between metrics.jsonl lines.")] = None,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the presets with parameters and Mult-Adds.")] = False,
     vocab_size: Annotated[int, typer.Option(help="--list-archs: vocabulary size of both sides.")] = 32768,
-    src_vocab_size: Annotated[Optional[int], typer.Option(help="--list-archs: source vocabulary (default: --vocab-size).")] = None,
-    tgt_vocab_size: Annotated[Optional[int], typer.Option(help="--list-archs: target vocabulary (default: --vocab-size).")] = None,
+    src_vocab_size: Annotated[int | None, typer.Option(help="--list-archs: source vocabulary (default: --vocab-size).")] = None,
+    tgt_vocab_size: Annotated[int | None, typer.Option(help="--list-archs: target vocabulary (default: --vocab-size).")] = None,
     sentence_len: Annotated[int, typer.Option(help="--list-archs: tokens per side for Mult-Adds.")] = 30,
 ) -> None:
     """Train a zoo model on a preprocessed data directory (`--list-archs` lists the presets).
@@ -249,7 +249,8 @@ def train(
     if list_archs:
         _print_archs(src_vocab_size or vocab_size, tgt_vocab_size or vocab_size, sentence_len)
         return
-    from convtrans.training_setup import TrainRequest, run_train
+    from convtrans.console import TrainDisplay
+    from convtrans.training.setup import TrainRequest, run_train
 
     train_options = dict(max_tokens=max_tokens, update_freq=update_freq, lr=lr, lr_scheduler=lr_scheduler,
                          warmup_updates=warmup_updates, max_update=max_update, max_epoch=max_epoch,
@@ -266,7 +267,8 @@ def train(
         model_options={k: v for k, v in model_options.items() if v is not None},
         device=device, valid_metric=valid_bleu, init_from=init_from, restart=restart,
     )
-    code = run_train(request)
+    with TrainDisplay() as display:
+        code = run_train(request, report=display)
     if code:
         raise typer.Exit(code)
 
@@ -299,13 +301,14 @@ def _generation_overrides(**options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _run_generation(task: str, model: Optional[str], input_path: Optional[Path], output: Optional[Path],
+def _run_generation(task: str, model: str | None, input_path: Path | None, output: Path | None,
                     overrides: dict[str, Any], n_best: int, scores: bool, batch_tokens: int, device: str,
-                    jsonl_field: Optional[str] = None) -> None:
+                    jsonl_field: str | None = None) -> None:
     """The translate/summarize loop: stream lines in, write one output line per input line."""
     from convtrans.console import stderr
-    from convtrans.textio import OutputSink, chunks, input_lines, stop_when_stdout_closes
-    from convtrans.translator import Translator, default_model
+    from convtrans.inference.textio import OutputSink, chunks, input_lines, stop_when_stdout_closes
+    from convtrans.inference.translator import Translator
+    from convtrans.zoo import default_model
 
     def warn_truncated(line: int, length: int, limit: int) -> None:
         stderr.print(f"warning: line {line} has {length:,} subwords but the model reads at most {limit:,}: "
@@ -336,22 +339,22 @@ def _run_generation(task: str, model: Optional[str], input_path: Optional[Path],
 @app.command()
 @friendly_errors
 def translate(
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint dir or shipped model name (default: the shipped de-en model).")] = None,
-    input_path: Annotated[Optional[Path], typer.Option("--input", "-i", help="Input file (.gz ok; default stdin).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default stdout).")] = None,
-    beam: Annotated[Optional[int], typer.Option(help="Beam size.")] = None,
-    lenpen: Annotated[Optional[float], typer.Option(help="Length penalty.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint dir or shipped model name (default: the shipped de-en model).")] = None,
+    input_path: Annotated[Path | None, typer.Option("--input", "-i", help="Input file (.gz ok; default stdin).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default stdout).")] = None,
+    beam: Annotated[int | None, typer.Option(help="Beam size.")] = None,
+    lenpen: Annotated[float | None, typer.Option(help="Length penalty.")] = None,
     n_best: Annotated[int, typer.Option(help="Print the N best per line, Moses n-best format `LINE ||| text ||| score`.")] = 1,
     scores: Annotated[bool, typer.Option("--scores", help="Prefix each line with its score and a tab.")] = False,
-    min_len: Annotated[Optional[int], typer.Option(help="Minimum output subwords.")] = None,
-    max_len_a: Annotated[Optional[float], typer.Option(help="Max length = a * source length + b.")] = None,
-    max_len_b: Annotated[Optional[int], typer.Option(help="Max length = a * source length + b.")] = None,
-    no_repeat_ngram: Annotated[Optional[int], typer.Option(help="Block repeated n-grams of this size.")] = None,
-    sampling: Annotated[Optional[bool], typer.Option("--sampling/--no-sampling", help="Sample instead of beam search.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Sampling: top-k.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Sampling: nucleus mass.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
+    min_len: Annotated[int | None, typer.Option(help="Minimum output subwords.")] = None,
+    max_len_a: Annotated[float | None, typer.Option(help="Max length = a * source length + b.")] = None,
+    max_len_b: Annotated[int | None, typer.Option(help="Max length = a * source length + b.")] = None,
+    no_repeat_ngram: Annotated[int | None, typer.Option(help="Block repeated n-grams of this size.")] = None,
+    sampling: Annotated[bool | None, typer.Option("--sampling/--no-sampling", help="Sample instead of beam search.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Sampling: top-k.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Sampling: nucleus mass.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     batch_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 4096,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
@@ -365,17 +368,17 @@ def translate(
 @app.command()
 @friendly_errors
 def summarize(
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint dir or shipped model name (default: the shipped summarizer).")] = None,
-    input_path: Annotated[Optional[Path], typer.Option("--input", "-i", help="Documents, one per line (.gz ok; default stdin).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default stdout).")] = None,
-    jsonl_field: Annotated[Optional[str], typer.Option(help="Read JSON lines and summarize this field.")] = None,
-    beam: Annotated[Optional[int], typer.Option(help="Beam size.")] = None,
-    lenpen: Annotated[Optional[float], typer.Option(help="Length penalty.")] = None,
-    min_len: Annotated[Optional[int], typer.Option(help="Minimum summary subwords.")] = None,
-    max_len_a: Annotated[Optional[float], typer.Option(help="Max length = a * source length + b.")] = None,
-    max_len_b: Annotated[Optional[int], typer.Option(help="Max length = a * source length + b.")] = None,
-    no_repeat_ngram: Annotated[Optional[int], typer.Option(help="Block repeated n-grams (trigram blocking: 3).")] = None,
-    max_source_len: Annotated[Optional[int], typer.Option(help="Truncate documents to this many subwords.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint dir or shipped model name (default: the shipped summarizer).")] = None,
+    input_path: Annotated[Path | None, typer.Option("--input", "-i", help="Documents, one per line (.gz ok; default stdin).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default stdout).")] = None,
+    jsonl_field: Annotated[str | None, typer.Option(help="Read JSON lines and summarize this field.")] = None,
+    beam: Annotated[int | None, typer.Option(help="Beam size.")] = None,
+    lenpen: Annotated[float | None, typer.Option(help="Length penalty.")] = None,
+    min_len: Annotated[int | None, typer.Option(help="Minimum summary subwords.")] = None,
+    max_len_a: Annotated[float | None, typer.Option(help="Max length = a * source length + b.")] = None,
+    max_len_b: Annotated[int | None, typer.Option(help="Max length = a * source length + b.")] = None,
+    no_repeat_ngram: Annotated[int | None, typer.Option(help="Block repeated n-grams (trigram blocking: 3).")] = None,
+    max_source_len: Annotated[int | None, typer.Option(help="Truncate documents to this many subwords.")] = None,
     scores: Annotated[bool, typer.Option("--scores", help="Prefix each line with its score and a tab.")] = False,
     batch_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 8192,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -393,15 +396,15 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="checkpoint, torchscript or onnx.")] = "torchscript",
     average: Annotated[int, typer.Option(help="Average the N newest checkpoints of a run dir.")] = 0,
-    quantize: Annotated[Optional[str], typer.Option(help="int8: dynamic int8 Linear layers (TorchScript, CPU).")] = None,
+    quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 Linear layers (TorchScript, CPU).")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Store weights in fp16 (half the size).")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
 ) -> None:
     """Export for deployment (TorchScript / ONNX graphs with explicit decode state), average
     checkpoints, quantize to int8 or halve to fp16. `convtrans translate -m OUT` runs the result."""
     from convtrans.console import stderr
-    from convtrans.export import describe
-    from convtrans.export import export as run_export
+    from convtrans.inference.export import describe
+    from convtrans.inference.export import export as run_export
 
     stderr.print(describe(run_export(sources, out, fmt, average, quantize, fp16, force)))
 
@@ -422,18 +425,18 @@ def bench_kernels(
     ops: Annotated[str, typer.Option(help="Comma-separated ops: lightconv,dynamicconv.")] = "lightconv,dynamicconv",
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "bf16",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (Triton columns need cuda).")] = "auto",
-    heads: Annotated[Optional[int], typer.Option(help="Heads H (default C/64).")] = None,
+    heads: Annotated[int | None, typer.Option(help="Heads H (default C/64).")] = None,
     repeats: Annotated[int, typer.Option(help="Timed calls per measurement (median).")] = 20,
     warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 5,
-    peak_gbs: Annotated[Optional[float], typer.Option(help="Peak memory bandwidth in GB/s (default: by GPU name).")] = None,
+    peak_gbs: Annotated[float | None, typer.Option(help="Peak memory bandwidth in GB/s (default: by GPU name).")] = None,
     layers: Annotated[bool, typer.Option("--layers", help="Also time a DynamicConv mixer vs self-attention of equal width.")] = False,
-    json_out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file.")] = None,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the results as JSON to this file.")] = None,
 ) -> None:
     """Time forward and forward+backward of the conv ops: Triton vs the PyTorch reference (and conv1d)."""
     from rich.console import Console
 
-    from convtrans.bench import kernel_options, kernel_table, layer_table, run_kernel_bench, write_json
-    from convtrans.console import stderr
+    from convtrans.bench.kernels import kernel_options, run_kernel_bench, write_json
+    from convtrans.console import kernel_table, layer_table, stderr
 
     opts = kernel_options(shapes, kernels, ops, dtype, device, heads, repeats, warmup, peak_gbs, layers)
     report = run_kernel_bench(opts, progress=lambda what: stderr.print(f"timing {what}"))
@@ -449,13 +452,13 @@ def bench_kernels(
 @friendly_errors
 def bench_decode(
     input_path: Annotated[Path, typer.Option("--input", "-i", help="Source sentences, one per line (.gz ok).")],
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model(s) to time side by side (default: the shipped translator).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s) to time side by side (default: the shipped translator).")] = None,
     beams: Annotated[str, typer.Option(help="Comma-separated beam sizes.")] = "1,5",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated sentences per batch.")] = "1,64",
     max_sentences: Annotated[int, typer.Option(help="Use the first N lines.")] = 500,
-    threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch intra-op threads.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
-    json_out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON to this file.")] = None,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the results as JSON to this file.")] = None,
     output_length: Annotated[int, typer.Option(help="Force every output to exactly N subwords, so models run the same decode steps (0 = off).")] = 0,
 ) -> None:
     """Sentences/s and tokens/s of translate for each model, beam size and batch size."""
@@ -463,10 +466,10 @@ def bench_decode(
 
     from rich.console import Console
 
-    from convtrans.bench_decode import decode_table, run_decode_bench, write_json
-    from convtrans.console import stderr
+    from convtrans.bench.decode import run_decode_bench, write_json
+    from convtrans.console import decode_table, stderr
     from convtrans.data.corpus import read_lines
-    from convtrans.translator import default_model
+    from convtrans.zoo import default_model
 
     lines = [line for line in itertools.islice(read_lines(input_path), max_sentences) if line.strip()]
     if not lines:

@@ -332,7 +332,7 @@ class GenerateConfig(_Serializable):
 
 # ---------------------------------------------------------------------- presets
 def presets_dir() -> Path:
-    from convtrans.paths import zoo_dir
+    from convtrans.zoo import zoo_dir
 
     return zoo_dir() / "presets"
 

@@ -41,7 +41,7 @@ def test_preprocess_on_a_full_disk(raw_corpus: Path, tmp_path: Path, monkeypatch
 
 
 def test_translate_output_on_a_full_disk(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    from convtrans import textio
+    from convtrans.inference import textio
 
     real_fdopen = os.fdopen
 
@@ -94,7 +94,7 @@ def test_train_checkpoint_on_a_full_disk_then_resume(data_dir: Path, tmp_path: P
 
 
 def test_train_log_on_a_full_disk(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    from convtrans import trainer
+    from convtrans.training import trainer
 
     def full_log(path, mode="r", *args, **kwargs):
         if str(path).endswith("metrics.jsonl") and mode == "a":

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from convtrans import checkpoint as ckpt
 from convtrans.cli import app
 from convtrans.config import load_preset
-from convtrans.export import export
+from convtrans.inference.export import export
 from convtrans.model import EncoderDecoder
-from convtrans.runtime import load_for_inference
+from convtrans.inference.exported import load_for_inference
 from tests.conftest import make_pairs, write_split
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from convtrans.translator import Translator, default_model
+from convtrans.inference.translator import Translator
+from convtrans.zoo import default_model
 
 pytestmark = pytest.mark.integration
 

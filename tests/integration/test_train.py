@@ -82,7 +82,7 @@ def test_two_process_gloo_equals_one_process_with_update_freq_two(data_dir: Path
 
 
 def test_nonfinite_losses_skip_updates_then_stop_without_a_checkpoint(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    from convtrans import trainer as trainer_module
+    from convtrans.training import trainer as trainer_module
 
     real = trainer_module.label_smoothed_nll
     calls = {"n": 0}

@@ -94,7 +94,7 @@ def test_interactive_pipe_answers_each_line_before_the_next_arrives(model_dir: P
 
 
 def test_batch_and_stream_apis_agree(model_dir: Path) -> None:
-    from convtrans.translator import Translator
+    from convtrans.inference.translator import Translator
 
     translator = Translator(model_dir, device="cpu", batch_tokens=40)
     lines = [de for de, _ in make_pairs(25, seed=9)] + [""]

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from convtrans.translator import Translator
+from convtrans.inference.translator import Translator
 from tests.conftest import write_split
 
 SYMBOLS = "a b c d e f g h i j".split()

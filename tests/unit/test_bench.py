@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from convtrans import bench
+from convtrans.bench import kernels as bench
 from convtrans.cli import app
 from convtrans.ops.dynamicconv import traffic_bytes as dynamicconv_traffic
 from convtrans.ops.lightconv import traffic_bytes as lightconv_traffic

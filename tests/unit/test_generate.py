@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from convtrans.config import GenerateConfig, load_preset
-from convtrans.generate import Hypothesis, beam_search, generate, greedy_search, repeated_ngram_mask
+from convtrans.inference.generate import Hypothesis, beam_search, generate, greedy_search, repeated_ngram_mask
 from convtrans.model import EncoderDecoder
 
 FAMILIES = ["transformer", "lightconv", "dynamicconv", "synthesizer", "lite_transformer"]

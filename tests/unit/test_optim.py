@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from convtrans.config import TrainConfig
-from convtrans.optim import label_smoothed_nll, learning_rate
+from convtrans.training.optim import label_smoothed_nll, learning_rate
 
 
 def test_label_smoothed_loss_equals_torch_cross_entropy() -> None:

@@ -32,11 +32,11 @@ from convtrans.config import GenerateConfig, ModelConfig, TrainConfig
 from convtrans.data.batching import collate, make_batches, shard
 from convtrans.data.datadir import DataDir
 from convtrans.errors import UserError, describe_os_error
-from convtrans.evaluate import ValidResult, decode_metric, split_loss
 from convtrans.model import EncoderDecoder
-from convtrans.optim import build_optimizer, label_smoothed_nll, learning_rate
 from convtrans.resources import check_fits
-from convtrans.rundir import BEST, LAST, METRICS_FILE, RunPlan, numbered_checkpoints, numbered_name, set_aside
+from convtrans.training.optim import build_optimizer, label_smoothed_nll, learning_rate
+from convtrans.training.rundir import BEST, LAST, METRICS_FILE, RunPlan, numbered_checkpoints, numbered_name, set_aside
+from convtrans.training.validation import ValidResult, decode_metric, split_loss
 
 
 class TrainingDiverged(UserError):

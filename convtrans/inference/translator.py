@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from convtrans import checkpoint as ckpt
 from convtrans.config import GenerateConfig
 from convtrans.data.tokenize import SubwordTokenizer, TextProcessor
 from convtrans.errors import UserError
 from convtrans.resources import sentences_per_batch
+from convtrans.zoo import resolve_model
 
 
 @dataclass
@@ -36,33 +36,6 @@ class Translation:
     tokens: list[int] = field(default_factory=list)
     score: float = 0.0
     alternatives: list[tuple[str, float]] = field(default_factory=list)  # n-best (text, score), best first
-
-
-def resolve_model(name_or_path: str | Path) -> Path:
-    """A checkpoint directory: the path itself, or a model shipped in the zoo (models/NAME)."""
-    from convtrans.paths import zoo_dir
-
-    path = Path(name_or_path)
-    if (path / ckpt.CONFIG).is_file():
-        return path
-    shipped = zoo_dir() / str(name_or_path)
-    if (shipped / ckpt.CONFIG).is_file():
-        return shipped
-    available = sorted(p.name for p in zoo_dir().iterdir() if (p / ckpt.CONFIG).is_file())
-    raise UserError(f"no model at {name_or_path!r}: not a checkpoint directory nor a shipped model "
-                    f"(shipped: {', '.join(available) or 'none'})")
-
-
-def default_model(task: str) -> Path:
-    """The shipped default for `translate` or `summarize` (models/zoo.toml [defaults])."""
-    from convtrans.config import tomllib
-    from convtrans.paths import zoo_dir
-
-    index = zoo_dir() / "zoo.toml"
-    defaults = tomllib.loads(index.read_text(encoding="utf-8")).get("defaults", {}) if index.is_file() else {}
-    if task not in defaults:
-        raise UserError(f"no default {task} model is shipped; pass -m/--model")
-    return resolve_model(defaults[task])
 
 
 def pick_device(device: str) -> torch.device:
@@ -79,7 +52,7 @@ class Translator:
     def __init__(self, model: str | Path, device: str = "auto", generate: GenerateConfig | None = None,
                  batch_tokens: int = 4096, on_truncate: Callable[[int, int, int], None] | None = None) -> None:
         self.device = pick_device(device)
-        from convtrans.runtime import load_for_inference
+        from convtrans.inference.exported import load_for_inference
 
         self.model, self.checkpoint = load_for_inference(resolve_model(model), self.device)
         data = self.checkpoint.data
@@ -115,7 +88,7 @@ class Translator:
                         first_line: int = 1) -> list[Translation]:
         """Translate any number of lines; results are in input order. `first_line` numbers lines in
         truncation reports."""
-        from convtrans.generate import generate as run_generate
+        from convtrans.inference.generate import generate as run_generate
 
         config = generate or self.generate_config
         results: list[Translation | None] = [None] * len(lines)

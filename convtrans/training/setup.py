@@ -14,13 +14,14 @@ Once the new run has a checkpoint_last, resuming wins and --init-from is not rea
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from convtrans.config import GenerateConfig, ModelConfig, TrainConfig, load_preset, preset_recipe, tomllib
 from convtrans.errors import UserError
-from convtrans.rundir import RunPlan, plan_run
+from convtrans.training.rundir import RunPlan, plan_run
 
 
 @dataclass
@@ -133,50 +134,14 @@ def _from_init_checkpoint(request: TrainRequest, data: Any, file_cfg: dict[str, 
     return model_cfg, train_cfg, source.generate, preset
 
 
-class TrainDisplay:
-    """rich progress on stderr in a terminal; plain log lines otherwise."""
-
-    def __init__(self, total: int | None, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from convtrans.console import stderr
-
-        self.console, self.enabled = stderr, enabled
-        self.live = stderr.is_terminal and enabled
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                                 TimeRemainingColumn(), console=stderr, disable=not self.live)
-        self.task = self.progress.add_task("", total=total)
-
-    def __enter__(self) -> TrainDisplay:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
-
-    def __call__(self, kind: str, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if kind == "train":
-            text = (f"epoch {record['epoch']} | loss {record['loss']:.3f} | lr {record['lr']:.2e} | "
-                    f"{record['tokens_per_s']:.0f} tok/s")
-            self.progress.update(self.task, completed=record["update"], description=text)
-            if not self.live:
-                self.console.print(f"update {record['update']} | {text}")
-        elif kind == "valid":
-            metric = next((f" | {k} {record[k]:.2f}" for k in ("bleu", "rouge") if k in record), "")
-            best = f"{record['best']:.4g}" if record["best"] is not None else "-"
-            self.console.print(f"valid update {record['update']} | epoch {record['epoch']} | loss {record['loss']:.3f} | "
-                               f"ppl {record['ppl']:.2f}{metric} | best {record['best_metric']} {best}")
-        elif kind in ("warning", "skip"):
-            at = f" (update {record['update']})" if "update" in record else ""
-            self.console.print(f"warning: {record.get('message') or record.get('reason')}{at}")
+Report = Callable[[str, dict[str, Any]], None]  # report(kind, record): rendered by the CLI (console.TrainDisplay)
 
 
-def run_train(request: TrainRequest) -> int:
+def run_train(request: TrainRequest, report: Report | None = None) -> int:
     """Train; returns the process exit code (0, or 128 + signal number after an interruption).
 
-    The run directory is locked for the whole run (rank 0 of a torchrun job holds the lock)."""
+    The run directory is locked for the whole run (rank 0 of a torchrun job holds the lock).
+    Progress, notes and the summary go to `report` (on rank 0 only)."""
     import contextlib
     import os
 
@@ -185,38 +150,37 @@ def run_train(request: TrainRequest) -> int:
     paths = run_paths(request)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with run_dir_lock(paths[2]) if main_rank else contextlib.nullcontext():
-        return _train_locked(request, paths)
+        return _train_locked(request, paths, report or (lambda kind, record: None))
 
 
-def _train_locked(request: TrainRequest, paths: tuple[dict[str, Any], Path, Path]) -> int:
-    from convtrans.console import stderr
-    from convtrans.trainer import Interrupted, Trainer
+def _train_locked(request: TrainRequest, paths: tuple[dict[str, Any], Path, Path], report: Report) -> int:
+    from convtrans.training.trainer import Interrupted, Trainer
 
     plan = plan_run(paths[2], request.restart)
     data, save_dir, model_cfg, train_cfg, generate, preset = resolve(request, plan, paths)
-    trainer_display = TrainDisplay(train_cfg.max_update or None, enabled=True)
     trainer = Trainer(data, save_dir, model_cfg, train_cfg, generate, request.device, preset, request.valid_metric,
-                      report=trainer_display, init_from=request.init_from, plan=plan)
+                      report=report, init_from=request.init_from, plan=plan)
     main = trainer.dist.main
-    trainer_display.enabled = main
     if main:
         for note in plan.notes:
-            stderr.print(f"note: {note}")
+            report("message", {"message": f"note: {note}"})
         resumed = f" (resuming at update {trainer.state.update} from {plan.resume_from.name})" if plan.resume_from else (
             f" (weights from {request.init_from})" if request.init_from else "")
         params = trainer.model.num_parameters()
-        stderr.print(f"{model_cfg.family} model ({preset or 'custom'}): {params:,} parameters ({params / 1e6:.2f}M); "
-                     f"device {trainer.device}, {trainer.dist.world_size} process(es){resumed}")
+        report("start", {"total": train_cfg.max_update or None,
+                         "message": f"{model_cfg.family} model ({preset or 'custom'}): {params:,} parameters "
+                                    f"({params / 1e6:.2f}M); device {trainer.device}, {trainer.dist.world_size} "
+                                    f"process(es){resumed}"})
     try:
-        with trainer_display:
-            state = trainer.train()
+        state = trainer.train()
     except Interrupted as err:
         if main:
-            stderr.print(str(err))
+            report("message", {"message": str(err)})
         return 128 + err.signum
     if main:
         best = trainer.best_checkpoint()
         best_text = (f"; checkpoint_best is update {best[2]} (valid {best[0]} {best[1]:.3f})" if best is not None
                      else "; no validation has improved yet, so there is no checkpoint_best")
-        stderr.print(f"done: {state.update} updates (epoch {state.epoch}){best_text}; checkpoints in {save_dir}")
+        report("message", {"message": f"done: {state.update} updates (epoch {state.epoch}){best_text}; "
+                                      f"checkpoints in {save_dir}"})
     return 0

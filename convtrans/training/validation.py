@@ -16,7 +16,7 @@ import torch
 from convtrans.config import GenerateConfig
 from convtrans.data.batching import collate, make_batches
 from convtrans.data.datadir import DataDir, ParallelSplit
-from convtrans.optim import label_smoothed_nll
+from convtrans.training.optim import label_smoothed_nll
 
 
 @dataclass
@@ -52,7 +52,7 @@ def split_loss(model: torch.nn.Module, split: ParallelSplit, ids: dict[str, int]
 def decode_metric(model: torch.nn.Module, data: DataDir, split: ParallelSplit, generate_config: GenerateConfig,
                   device: torch.device, max_sentences: int = 0, max_tokens: int = 4096) -> tuple[str, float]:
     """BLEU (translation) or ROUGE-L F1 (summarization) of the model's output on a split."""
-    from convtrans.generate import generate
+    from convtrans.inference.generate import generate
     from convtrans.scoring import ScoreOptions, score
 
     was_training = model.training

@@ -32,7 +32,7 @@ from convtrans import checkpoint as ckpt
 from convtrans.errors import UserError
 from convtrans.model import EncoderDecoder
 from convtrans.nn.cache import DecoderCache
-from convtrans.rundir import LAST, numbered_checkpoints
+from convtrans.training.rundir import LAST, numbered_checkpoints
 
 FORMATS = ("checkpoint", "torchscript", "onnx")
 GRAPHS = ("encoder", "init", "step")

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from convtrans.inference.translator import Translator
 from convtrans.model import EncoderDecoder
-from convtrans.translator import Translator
 
 
 @dataclass
@@ -71,20 +71,6 @@ def _parameter_count(translator: Translator) -> int:
     """From the stored config (a shape-only model), so eager and exported graphs count alike."""
     with torch.device("meta"):
         return EncoderDecoder(translator.checkpoint.model_config).num_parameters()
-
-
-def decode_table(rows: list[DecodeRow]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="decode speed (wall clock, this machine)")
-    for column in ("model", "params", "beam", "batch", "sentences/s", "tokens/s", "vs first model"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    first = {(r.beam, r.batch_size): r for r in rows if r.model == rows[0].model}
-    for r in rows:
-        ratio = r.sentences_per_s / first[(r.beam, r.batch_size)].sentences_per_s
-        table.add_row(r.model, f"{r.parameters / 1e6:.2f}M", str(r.beam), str(r.batch_size), f"{r.sentences_per_s:.1f}",
-                      f"{r.tokens_per_s:.0f}", f"{ratio:.2f}x")
-    return table
 
 
 def write_json(rows: list[DecodeRow], path: Path) -> None:
