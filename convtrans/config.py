@@ -182,6 +182,24 @@ class ModelConfig(_Serializable):
     def lsra_attention_width(self) -> int:
         return self.lsra_attention_dim or self.d_model // 2
 
+    @property
+    def max_source_len(self) -> int:
+        """The most source subwords the encoder reads (one more position holds EOS); a synthesizer
+        encoder's logits also cover only synth_max_len positions."""
+        positions = self.max_source_positions
+        if self.encoder_mixer == "synthesizer":
+            positions = min(positions, self.synth_max_len)
+        return positions - 1
+
+    @property
+    def max_target_len(self) -> int:
+        """The most target subwords the decoder writes before EOS (position 0 holds BOS); a
+        synthesizer decoder is also bound by synth_max_len."""
+        positions = self.max_target_positions
+        if self.decoder_mixer == "synthesizer":
+            positions = min(positions, self.synth_max_len)
+        return positions - 1
+
     def kernel_size(self, side: str, layer: int) -> int:
         kernels = getattr(self, f"{side}_kernel_sizes")
         return kernels[0] if len(kernels) == 1 else kernels[layer]
@@ -267,7 +285,6 @@ class TrainConfig(_Serializable):
     best_metric: str = "auto"  # loss | bleu | rouge | auto (bleu for translation, rouge for summaries)
     valid_beam: int = 1  # beam for validation decoding (1 = greedy)
     valid_max_sentences: int = 0  # decode at most this many valid sentences for BLEU/ROUGE (0 = all)
-    average_last: int = 0  # recipe note: average this many last checkpoints for evaluation
     log_interval: int = 50  # updates between JSON log lines
     max_nonfinite: int = 10  # stop after this many consecutive non-finite losses
 

@@ -8,8 +8,8 @@ The conventions are fairseq's, so scores and BLEU compare with published numbers
   = log_prob / len**lenpen with len counting EOS. Constraints remove tokens but never renormalize,
   so log_prob is exactly what teacher forcing gives for the same tokens.
 - Length: each sentence may emit at most max_len = min(int(max_len_a·src_len + max_len_b),
-  positions - 1) tokens before EOS, where src_len counts its source tokens other than pad and EOS and
-  positions is the decoder's limit (max_target_positions, or synth_max_len for a synthesizer decoder).
+  ModelConfig.max_target_len) tokens before EOS, where src_len counts its source tokens other than
+  pad and EOS.
   At step max_len EOS is forced (its log-probability counts); before min_len tokens it is blocked
   (max_len wins if the two disagree), and it is allowed whenever constraints leave nothing else.
   Pad and BOS are never generated. Truncating sources (max_source_len) is the caller's job.
@@ -273,15 +273,8 @@ def max_lengths(models: Sequence[EncoderDecoder], src: torch.Tensor, config: Gen
     """(B,) the most tokens (before EOS) each sentence may get: a·src_len + b within the decoder's positions."""
     ids = models[0].config
     src_len = (src.ne(ids.pad_id) & src.ne(ids.eos_id)).sum(1).double()  # (B,)
-    limit = min(_decoder_positions(model) for model in models) - 1  # position 0 holds BOS
+    limit = min(model.config.max_target_len for model in models)
     return (config.max_len_a * src_len + config.max_len_b).floor().long().clamp(max=limit)
-
-
-def _decoder_positions(model: EncoderDecoder) -> int:
-    cfg = model.config
-    if cfg.decoder_mixer == "synthesizer":
-        return min(cfg.max_target_positions, cfg.synth_max_len)
-    return cfg.max_target_positions
 
 
 def _hypothesis(tokens: list[int], log_prob: float, lenpen: float) -> Hypothesis:

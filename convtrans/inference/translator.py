@@ -63,10 +63,7 @@ class Translator:
         self.generate_config = generate or self.checkpoint.generate
         self.batch_tokens = batch_tokens
         self.on_truncate = on_truncate or (lambda line, length, limit: None)
-        limit = self.model.config.max_source_positions - 1  # room for EOS
-        if self.model.config.encoder_mixer == "synthesizer":
-            limit = min(limit, self.model.config.synth_max_len - 1)
-        self.model_source_limit = limit
+        self.model_source_limit = self.model.config.max_source_len
 
     @property
     def task(self) -> str:
@@ -103,7 +100,7 @@ class Translator:
         rows_per_sentence = config.n_best if config.sampling else config.beam
         while start < len(todo):
             longest = len(encoded[todo[start]]) + 1
-            out_len = min(int(config.max_len_a * longest + config.max_len_b), self.model.config.max_target_positions - 1)
+            out_len = min(int(config.max_len_a * longest + config.max_len_b), self.model.config.max_target_len)
             size = sentences_per_batch(self.model.config, rows_per_sentence, longest, out_len,
                                        wanted=max(1, self.batch_tokens // longest), device=self.device)
             chunk = todo[start : start + size]

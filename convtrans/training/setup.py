@@ -87,6 +87,7 @@ def resolve(request: TrainRequest, plan: RunPlan | None = None,
         checkpoint = ckpt.read(plan.resume_from, verify=False)  # verified when the plan was made
         state = ckpt.load_train_state(plan.resume_from)
         stored = json.loads(state["train_config"])
+        stored.pop("average_last", None)  # a recipe note that runs of convtrans 0.1.0 stored; no longer a field
         train_cfg = TrainConfig.from_dict({**stored, **train_fields})
         preset = checkpoint.extra.get("preset", "")
         return data, save_dir, checkpoint.model_config, train_cfg, checkpoint.generate, preset

@@ -251,7 +251,7 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     def validate(self) -> ValidResult:
         model = self.model
-        max_src, max_tgt = self.model_config.max_source_positions - 1, self.model_config.max_target_positions - 1
+        max_src, max_tgt = self.model_config.max_source_len, self.model_config.max_target_len
         split = self.data.split("valid")
         loss, nll = split_loss(model, split, self.ids, self.cfg.max_tokens, self.cfg.label_smoothing, self.device,
                                max_src, max_tgt)
@@ -291,7 +291,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _micro_batches(self) -> list:
         split = self.data.split("train")
-        max_src, max_tgt = self.model_config.max_source_positions - 1, self.model_config.max_target_positions - 1
+        max_src, max_tgt = self.model_config.max_source_len, self.model_config.max_target_len
         batches, skipped = make_batches(split.src.lengths(), split.tgt.lengths(), self.cfg.max_tokens, self.cfg.seed,
                                         self.state.epoch, max_src, max_tgt)
         if skipped and self.state.batch_in_epoch == 0 and self.dist.main:

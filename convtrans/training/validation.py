@@ -60,7 +60,7 @@ def decode_metric(model: torch.nn.Module, data: DataDir, split: ParallelSplit, g
     ids = data.special_ids()
     tgt_tok, tgt_text = data.tokenizers[data.target_lang], data.text_processor(data.target_lang)
     count = min(len(split), max_sentences) if max_sentences else len(split)
-    max_src = model.config.max_source_positions - 1
+    max_src = model.config.max_source_len
     order = np.argsort(-split.src.lengths()[:count], kind="stable")  # long first: similar lengths together
     hyps: dict[int, str] = {}
     for start in range(0, count, 64):
