@@ -47,6 +47,22 @@ def human_bytes(count: float) -> str:
 
 
 # ---------------------------------------------------------------------- what the machine has
+def pick_device(requested: str = "auto", local_rank: int | None = None) -> torch.device:
+    """The device for `--device auto|cpu|cuda[:N]`: auto takes CUDA when there is one. Under
+    torchrun (`local_rank` given) each process takes its own GPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cpu":
+        return torch.device("cpu")
+    if not requested.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available")
+    if local_rank is not None:
+        return torch.device("cuda", local_rank)
+    return torch.device(requested) if ":" in requested else torch.device("cuda", torch.cuda.current_device())
+
+
 def _read_int(path: str) -> int | None:
     try:
         text = Path(path).read_text().strip()

@@ -7,11 +7,11 @@ model.safetensors:
     init      enc_out, enc_mask                                 -> state_0 .. state_n
     step      tokens (B, 1), step (), enc_out, enc_mask, state  -> logits (B, 1, V), new state
 
-The decode state is explicit: a flat list of batch-first tensors (each decoder layer's self-mixer
-state in layer order, then every layer's cross-attention keys and values), so any runtime can run
-beam search by selecting rows of every state tensor. config.json keeps the model config,
-tokenizers and decoding defaults, plus an "export" entry describing the graphs, and
-`convtrans translate -m DIR` runs it with the same options and output as the eager model.
+The decode state is explicit: a flat list of batch-first tensors laid out as decode_state.py
+describes, so any runtime can run beam search by selecting rows of every state tensor.
+config.json keeps the model config, tokenizers and decoding defaults, plus an "export" entry
+describing the graphs (their files are checksummed like weights), and `convtrans translate -m
+DIR` runs it (exported.py) with the same options and output as the eager model.
 
 Export always runs the PyTorch reference ops (no Triton inside a graph).
 """
@@ -19,8 +19,6 @@ Export always runs the PyTorch reference ops (no Triton inside a graph).
 from __future__ import annotations
 
 import copy
-import dataclasses
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,49 +28,13 @@ from torch import nn
 
 from convtrans import checkpoint as ckpt
 from convtrans.errors import UserError
+from convtrans.inference.decode_state import flat_state, rebuild, structure_of
 from convtrans.model import EncoderDecoder
 from convtrans.nn.cache import DecoderCache
 from convtrans.training.rundir import LAST, numbered_checkpoints
 
 FORMATS = ("checkpoint", "torchscript", "onnx")
 GRAPHS = ("encoder", "init", "step")
-
-
-# ---------------------------------------------------------------------- state <-> flat tensors
-def _structure(state: Any) -> Any:
-    """A description of a (nested) cache dataclass: "T" for a tensor, None, or (class, fields)."""
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return "T"
-    return type(state), [(f.name, _structure(getattr(state, f.name))) for f in dataclasses.fields(state)]
-
-
-def _flatten(state: Any, out: list[torch.Tensor]) -> None:
-    if isinstance(state, torch.Tensor):
-        out.append(state)
-    elif dataclasses.is_dataclass(state):
-        for f in dataclasses.fields(state):
-            _flatten(getattr(state, f.name), out)
-
-
-def _rebuild(structure: Any, tensors: list[torch.Tensor]) -> Any:
-    """Inverse of _flatten: consumes tensors from the front of the list."""
-    if structure is None:
-        return None
-    if structure == "T":
-        return tensors.pop(0)
-    cls, fields = structure
-    return cls(**{name: _rebuild(sub, tensors) for name, sub in fields})
-
-
-def flat_state(cache: DecoderCache) -> list[torch.Tensor]:
-    flat: list[torch.Tensor] = []
-    for state in cache.self_states:
-        _flatten(state, flat)
-    for state in cache.cross_states:
-        _flatten(state, flat)
-    return flat
 
 
 # ---------------------------------------------------------------------- graph wrappers
@@ -102,8 +64,8 @@ class _Step(nn.Module):
     def forward(self, tokens: torch.Tensor, step: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
                 *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         tensors = list(state)
-        self_states = [_rebuild(s, tensors) for s in self.self_structure]
-        cross_states = [_rebuild(s, tensors) for s in self.cross_structure]
+        self_states = [rebuild(s, tensors) for s in self.self_structure]
+        cross_states = [rebuild(s, tensors) for s in self.cross_structure]
         logits, cache = self.model.decode_step(tokens, enc_out, enc_mask, DecoderCache(step, self_states, cross_states))
         return (logits, *flat_state(cache))
 
@@ -121,7 +83,7 @@ def _examples(model: EncoderDecoder) -> dict[str, Any]:
     for _ in range(2):
         _, cache = model.decode_step(tokens, enc_out, enc_mask, cache)
         tokens = torch.full((2, 1), 4, dtype=torch.long)
-    structure = ([_structure(s) for s in cache.self_states], [_structure(s) for s in cache.cross_states])
+    structure = ([structure_of(s) for s in cache.self_states], [structure_of(s) for s in cache.cross_states])
     return dict(src=src, enc_out=enc_out, enc_mask=enc_mask, tokens=tokens, step=torch.tensor(cache.step),
                 state=flat_state(cache), structure=structure)
 
@@ -144,7 +106,8 @@ class _Graphs(nn.Module):
 
     def __init__(self, model: EncoderDecoder, self_structure: list[Any], cross_structure: list[Any]) -> None:
         super().__init__()
-        self.encoder, self.initial, self.stepper = _Encoder(model), _Init(model), _Step(model, self_structure, cross_structure)
+        self.encoder, self.initial = _Encoder(model), _Init(model)
+        self.stepper = _Step(model, self_structure, cross_structure)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(src)
@@ -178,18 +141,21 @@ def _export_onnx(model: EncoderDecoder, out: Path, ex: dict[str, Any]) -> None:
     state_names = [f"state_{i}" for i in range(n_state)]
     new_names = [f"new_state_{i}" for i in range(n_state)]
     state_axes = _state_axes(ex["structure"], ex["state"])
+
+    def axes_of(names: list[str], steps: str) -> dict[str, dict[int, str]]:
+        """Dynamic axes of state tensors; the step axis gets its own name per graph input/output."""
+        return {n: {k: (steps if v == "steps" else v) for k, v in a.items()} for n, a in zip(names, state_axes)}
+
+    source = {"enc_out": {0: "batch", 1: "src_len"}, "enc_mask": {0: "batch", 1: "src_len"}}
     specs = {
         "encoder": (_Encoder(model), (ex["src"],), ["src"], ["enc_out", "enc_mask"],
-                    {"src": {0: "batch", 1: "src_len"}, "enc_out": {0: "batch", 1: "src_len"},
-                     "enc_mask": {0: "batch", 1: "src_len"}}),
+                    {"src": {0: "batch", 1: "src_len"}, **source}),
         "init": (_Init(model), (ex["enc_out"], ex["enc_mask"]), ["enc_out", "enc_mask"], state_names,
-                 {"enc_out": {0: "batch", 1: "src_len"}, "enc_mask": {0: "batch", 1: "src_len"},
-                  **{n: {k: ("steps0" if v == "steps" else v) for k, v in a.items()} for n, a in zip(state_names, state_axes)}}),
+                 {**source, **axes_of(state_names, "steps0")}),
         "step": (_Step(model, *ex["structure"]), (ex["tokens"], ex["step"], ex["enc_out"], ex["enc_mask"], *ex["state"]),
                  ["tokens", "step", "enc_out", "enc_mask", *state_names], ["logits", *new_names],
-                 {"tokens": {0: "batch"}, "enc_out": {0: "batch", 1: "src_len"}, "enc_mask": {0: "batch", 1: "src_len"},
-                  "logits": {0: "batch"}, **dict(zip(state_names, state_axes)),
-                  **{n: {k: ("steps1" if v == "steps" else v) for k, v in a.items()} for n, a in zip(new_names, state_axes)}}),
+                 {"tokens": {0: "batch"}, **source, "logits": {0: "batch"}, **axes_of(state_names, "steps"),
+                  **axes_of(new_names, "steps1")}),
     }
     import warnings
 
@@ -224,6 +190,28 @@ def resolve_sources(sources: list[Path], average: int) -> list[Path]:
 def export(sources: list[Path], out: Path, fmt: str = "checkpoint", average: int = 0, quantize: str | None = None,
            fp16: bool = False, force: bool = False) -> dict[str, Any]:
     """Write `out`; returns a report (files, sizes, what was done)."""
+    _check_options(fmt, quantize, fp16)
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; use --force to replace it")
+    paths = resolve_sources([Path(s) for s in sources], average)
+    for path in paths:
+        ckpt.read(path)  # refuses anything that is not a valid checkpoint, before any work
+    with tempfile.TemporaryDirectory(prefix=".export-") as work:
+        source = ckpt.average(paths, Path(work) / "averaged") if len(paths) > 1 else paths[0]
+        model, checkpoint = ckpt.load_model(source)
+        extra = {**checkpoint.extra, "exported_from": [str(p) for p in paths]}
+        if fmt == "checkpoint":
+            files = _write_checkpoint(model, checkpoint, out, extra, fp16, force)
+        else:
+            files = _write_graphs(model, checkpoint, out, extra, fmt, quantize, fp16, force, Path(work))
+    fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
+    size = sum(f.stat().st_size for f in files)
+    return {"out": str(out), "format": fmt, "sources": [str(p) for p in paths], "bytes": size,
+            "fp32_bytes": fp32_bytes, "reduction": fp32_bytes / max(size, 1), "quantize": quantize, "fp16": fp16}
+
+
+def _check_options(fmt: str, quantize: str | None, fp16: bool) -> None:
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
     if quantize not in (None, "int8"):
@@ -232,48 +220,40 @@ def export(sources: list[Path], out: Path, fmt: str = "checkpoint", average: int
         raise UserError("--quantize int8 applies to --format torchscript (dynamic int8 Linear layers for CPU)")
     if quantize and fp16:
         raise UserError("choose one of --quantize int8 and --fp16")
-    out = Path(out)
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; use --force to replace it")
-    paths = resolve_sources([Path(s) for s in sources], average)
-    checkpoints = [ckpt.read(p) for p in paths]  # refuses anything that is not a valid checkpoint
-    work = Path(tempfile.mkdtemp(prefix=".export-"))
-    try:
-        if len(paths) > 1:
-            source = ckpt.average(paths, work / "averaged")
-        else:
-            source = paths[0]
-        model, checkpoint = ckpt.load_model(source)
-        fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
-        tokenizers = {side: checkpoint.tokenizer_path(side) for side in checkpoint.data.tokenizers}
-        extra = {**checkpoint.extra, "exported_from": [str(p) for p in paths]}
-        if fmt == "checkpoint":
-            ckpt.save(out, model, checkpoint.model_config, checkpoint.data, tokenizers, checkpoint.generate,
-                      extra=extra, overwrite=force, dtype=torch.float16 if fp16 else None)
-            files = [out / ckpt.WEIGHTS]
-        else:
-            from convtrans.ops._backend import use_backend
 
-            graph_dir = work / "graphs"
-            graph_dir.mkdir()
-            traced_model = model
-            if quantize == "int8":
-                traced_model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
-            with use_backend("torch"), torch.no_grad():
-                examples = _examples(traced_model)
-                (_trace_torchscript if fmt == "torchscript" else _export_onnx)(traced_model, graph_dir, examples)
-            if fp16:
-                _halve_graphs(graph_dir, fmt)
-            graphs = {g: "model.pt" for g in GRAPHS} if fmt == "torchscript" else {g: f"{g}.onnx" for g in GRAPHS}
-            info = {"format": fmt, "quantize": quantize, "fp16": fp16, "graphs": graphs}
-            ckpt.save_files(out, {p.name: p for p in graph_dir.iterdir()}, checkpoint.model_config, checkpoint.data,
-                            tokenizers, checkpoint.generate, extra={**extra, "export": info}, overwrite=force)
-            files = [out / name for name in sorted(set(info["graphs"].values()))]
-        size = sum(f.stat().st_size for f in files)
-        return {"out": str(out), "format": fmt, "sources": [str(p) for p in paths], "bytes": size,
-                "fp32_bytes": fp32_bytes, "reduction": fp32_bytes / max(size, 1), "quantize": quantize, "fp16": fp16}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+def _tokenizer_files(checkpoint: ckpt.Checkpoint) -> dict[str, Path]:
+    return {side: checkpoint.tokenizer_path(side) for side in checkpoint.data.tokenizers}
+
+
+def _write_checkpoint(model: EncoderDecoder, checkpoint: ckpt.Checkpoint, out: Path, extra: dict[str, Any],
+                      fp16: bool, force: bool) -> list[Path]:
+    """A regular checkpoint (averaged and/or halved); returns its weight file."""
+    ckpt.save(out, model, checkpoint.model_config, checkpoint.data, _tokenizer_files(checkpoint), checkpoint.generate,
+              extra=extra, overwrite=force, dtype=torch.float16 if fp16 else None)
+    return [out / ckpt.WEIGHTS]
+
+
+def _write_graphs(model: EncoderDecoder, checkpoint: ckpt.Checkpoint, out: Path, extra: dict[str, Any], fmt: str,
+                  quantize: str | None, fp16: bool, force: bool, work: Path) -> list[Path]:
+    """TorchScript or ONNX graphs traced through the reference ops; returns the graph files."""
+    from convtrans.ops._backend import use_backend
+
+    graph_dir = work / "graphs"
+    graph_dir.mkdir()
+    if quantize == "int8":
+        model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    with use_backend("torch"), torch.no_grad():
+        examples = _examples(model)
+        (_trace_torchscript if fmt == "torchscript" else _export_onnx)(model, graph_dir, examples)
+    if fp16:
+        _halve_graphs(graph_dir, fmt)
+    graphs = {g: "model.pt" for g in GRAPHS} if fmt == "torchscript" else {g: f"{g}.onnx" for g in GRAPHS}
+    info = {"format": fmt, "quantize": quantize, "fp16": fp16, "graphs": graphs}
+    ckpt.save_files(out, {p.name: p for p in graph_dir.iterdir()}, checkpoint.model_config, checkpoint.data,
+                    _tokenizer_files(checkpoint), checkpoint.generate, extra={**extra, "export": info},
+                    overwrite=force)
+    return [out / name for name in sorted(set(graphs.values()))]
 
 
 def _halve_graphs(graph_dir: Path, fmt: str) -> None:

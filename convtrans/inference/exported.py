@@ -14,6 +14,7 @@ import torch
 from convtrans import checkpoint as ckpt
 from convtrans.config import ModelConfig
 from convtrans.errors import UserError
+from convtrans.inference.decode_state import flat_tuples, unflatten
 from convtrans.nn.cache import DecoderCache
 
 
@@ -37,8 +38,11 @@ class ExportedModel:
                 import onnxruntime
             except ImportError:
                 raise UserError("running an ONNX export needs onnxruntime: pip install 'convtrans[onnx]'") from None
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-            self.graphs = {name: onnxruntime.InferenceSession(str(path), providers=providers) for name, path in paths.items()}
+            providers = ["CPUExecutionProvider"]
+            if device.type == "cuda":
+                providers.insert(0, "CUDAExecutionProvider")
+            self.graphs = {name: onnxruntime.InferenceSession(str(path), providers=providers)
+                           for name, path in paths.items()}
         else:
             raise UserError(f"{checkpoint.path}: unknown export format {self.format!r}")
         self.n_layers = self.config.decoder_layers
@@ -63,22 +67,13 @@ class ExportedModel:
         enc_out, enc_mask = self._run("encoder", src)
         return enc_out, enc_mask.bool()
 
-    def _pack(self, step: int, flat: list[torch.Tensor]) -> DecoderCache:
-        """Per-layer tuples: self states first (their sizes vary by mixer), then cross k/v pairs."""
-        n_cross = 2 * self.n_layers
-        self_flat, cross_flat = flat[: len(flat) - n_cross], flat[len(flat) - n_cross :]
-        per_layer = len(self_flat) // self.n_layers
-        self_states = [tuple(self_flat[i * per_layer : (i + 1) * per_layer]) for i in range(self.n_layers)]
-        cross_states = [tuple(cross_flat[2 * i : 2 * i + 2]) for i in range(self.n_layers)]
-        return DecoderCache(step, self_states, cross_states)
-
     def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
                     cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
         if cache is None:
-            cache = self._pack(0, self._run("init", enc_out, enc_mask))
-        flat = [t for state in cache.self_states for t in state] + [t for state in cache.cross_states for t in state]
+            cache = unflatten(0, self._run("init", enc_out, enc_mask), self.n_layers)
+        flat = flat_tuples(cache)
         logits, *new_flat = self._run("step", tokens, torch.tensor(cache.step), enc_out, enc_mask, *flat)
-        return logits, self._pack(cache.step + tokens.shape[1], new_flat)
+        return logits, unflatten(cache.step + tokens.shape[1], new_flat, self.n_layers)
 
 
 def load_for_inference(path: Path, device: torch.device) -> tuple[Any, ckpt.Checkpoint]:

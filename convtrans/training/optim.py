@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from convtrans.config import TrainConfig
 
 
-def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: float, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
+                       pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed label-smoothed cross-entropy and summed NLL over non-pad targets.
 
     fairseq's form: loss = (1 - ε)·nll + ε/V · Σ_v −log p_v. Computed in fp32 whatever the logits' dtype.

@@ -14,6 +14,7 @@ all processes), so N processes equal one process with update_freq × N.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from convtrans.data.batching import collate, make_batches, shard
 from convtrans.data.datadir import DataDir
 from convtrans.errors import UserError, describe_os_error
 from convtrans.model import EncoderDecoder
-from convtrans.resources import check_fits
+from convtrans.resources import check_fits, pick_device
 from convtrans.training.optim import build_optimizer, label_smoothed_nll, learning_rate
 from convtrans.training.rundir import BEST, LAST, METRICS_FILE, RunPlan, numbered_checkpoints, numbered_name, set_aside
 from convtrans.training.validation import ValidResult, decode_metric, split_loss
@@ -88,24 +89,24 @@ def setup_distributed(device: str) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def pick_device(requested: str, dist_info: Distributed) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda requested but no CUDA device is available")
-        return torch.device("cuda", dist_info.local_rank if dist_info.world_size > 1 else torch.cuda.current_device())
-    if requested != "cpu":
-        raise UserError(f"--device must be auto, cpu or cuda, got {requested!r}")
-    return torch.device("cpu")
-
-
 def _all_sum(values: list[float], dist_info: Distributed, device: torch.device) -> list[float]:
     if dist_info.world_size == 1:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+@dataclass
+class _Meter:
+    """Wall-clock and throughput bookkeeping of one `train()` call (not saved: a resumed run
+    starts a fresh window)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    last_tick: float = field(default_factory=time.perf_counter)
+    window_start: float = field(default_factory=time.perf_counter)
+    window_tokens: float = 0.0
+    nonfinite: int = 0  # consecutive skipped updates
 
 
 class _StopSignal:
@@ -134,7 +135,7 @@ class Trainer:
         self.data, self.run_dir, self.cfg, self.gen = data, Path(run_dir), cfg, generate_config
         self.plan = plan or RunPlan()
         self.dist = setup_distributed(device)
-        self.device = pick_device(device, self.dist)
+        self.device = pick_device(device, self.dist.local_rank if self.dist.world_size > 1 else None)
         self.preset, self.valid_metric = preset, valid_metric
         self.report = report or (lambda kind, payload: None)  # progress display hook (rank 0)
         self.ids = data.special_ids()
@@ -152,7 +153,8 @@ class Trainer:
                 ckpt.load_weights_into(self.model, init_from)
             self._resume_state = None
         self.model.to(self.device).train()
-        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
                     if self.dist.world_size > 1 else None)
         self.optimizer = build_optimizer(self.model, cfg)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
@@ -197,7 +199,8 @@ class Trainer:
                 with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record) + "\n")
             except OSError as err:
-                raise UserError(describe_os_error(err, f"write {self.run_dir / METRICS_FILE}") + self._resume_hint()) from None
+                message = describe_os_error(err, f"write {self.run_dir / METRICS_FILE}")
+                raise UserError(message + self._resume_hint()) from None
             self.report(record["type"], record)
 
     def _resume_hint(self) -> str:
@@ -219,10 +222,11 @@ class Trainer:
         if not self.dist.main:
             return
         name = self.run_dir / numbered_name(self.state.update)
+        sides = (self.data.source_lang, self.data.target_lang)
         data_info = ckpt.DataInfo(
             task=self.data.task, source_lang=self.data.source_lang, target_lang=self.data.target_lang,
-            tokenizers={side: self.data.tokenizer_file(side).name for side in (self.data.source_lang, self.data.target_lang)},
-            text={side: asdict(self.data.text_processor(side)) for side in (self.data.source_lang, self.data.target_lang)},
+            tokenizers={side: self.data.tokenizer_file(side).name for side in sides},
+            text={side: asdict(self.data.text_processor(side)) for side in sides},
         )
         tokenizer_files = {side: self.data.tokenizer_file(side) for side in data_info.tokenizers}
         state["run"]["last_saved"] = self.state.update
@@ -295,7 +299,8 @@ class Trainer:
         batches, skipped = make_batches(split.src.lengths(), split.tgt.lengths(), self.cfg.max_tokens, self.cfg.seed,
                                         self.state.epoch, max_src, max_tgt)
         if skipped and self.state.batch_in_epoch == 0 and self.dist.main:
-            self.report("warning", {"message": f"skipped {skipped} training pairs longer than the model's positions or --max-tokens"})
+            message = f"skipped {skipped} training pairs longer than the model's positions or --max-tokens"
+            self.report("warning", {"message": message})
         return split, shard(batches, self.dist.rank, self.dist.world_size)
 
     def _update(self, split: Any, group: list) -> dict[str, float] | None:
@@ -307,7 +312,7 @@ class Trainer:
         for i, indices in enumerate(group):
             batch = collate(split, indices, self.ids["pad"], self.ids["bos"], self.ids["eos"]).to(self.device)
             sync = self.ddp is None or i == len(group) - 1
-            context = self.ddp.no_sync() if not sync else _nullcontext()
+            context = self.ddp.no_sync() if not sync else contextlib.nullcontext()
             with context:
                 with torch.autocast(**self.autocast):
                     logits = module(batch.src, batch.tgt_in)
@@ -342,63 +347,87 @@ class Trainer:
                 or (cfg.patience and self.state.bad_validations >= cfg.patience))
 
     def train(self) -> RunState:
-        """Run until max_update / max_epoch / patience; returns the final state."""
+        """Run until max_update / max_epoch / stop_time_hours / patience; returns the final state."""
         if self.dist.main:
             self._tidy_run_dir()
         stop = _StopSignal()
-        nonfinite, started, window_tokens, window_start = 0, time.perf_counter(), 0.0, time.perf_counter()
-        last_tick = started
+        self._meter = _Meter()
         try:
             while not self._done():
-                split, batches = self._micro_batches()
-                start = self.state.batch_in_epoch
-                for first in range(start, len(batches), self.cfg.update_freq):
-                    group = batches[first : first + self.cfg.update_freq]
-                    now = time.perf_counter()  # one collective per update: stop flag and elapsed time
-                    stop_flag, elapsed = _all_sum([1.0 if stop.signum else 0.0, now - last_tick], self.dist, self.device)
-                    self.state.train_seconds += elapsed / self.dist.world_size
-                    last_tick = now
-                    if stop_flag:
-                        self.save()
-                        raise Interrupted(stop.signum or signal.SIGTERM, self.state.update)
-                    stats = self._update(split, group)
-                    self.state.batch_in_epoch = first + len(group)
-                    if stats is None:
-                        nonfinite += 1
-                        self._log({"type": "skip", "update": self.state.update, "reason": "non-finite loss or gradient"})
-                        if nonfinite >= self.cfg.max_nonfinite:
-                            raise TrainingDiverged(f"training diverged: {nonfinite} consecutive updates had a non-finite "
-                                                   f"loss (last good update {self.state.update}); lower --lr or use --amp bf16")
-                        continue
-                    nonfinite = 0
-                    self.state.update += 1
-                    window_tokens += stats["tokens"]
-                    if self.state.update % self.cfg.log_interval == 0 or self.state.update == 1:
-                        now = time.perf_counter()
-                        self._log({"type": "train", "update": self.state.update, "epoch": self.state.epoch,
-                                   "loss": stats["loss"], "nll": stats["nll"],
-                                   "ppl": round(math.exp(min(stats["nll"], 50)), 3),
-                                   "lr": learning_rate(self.cfg, self.state.update), "grad_norm": round(stats["grad_norm"], 4),
-                                   "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9), 1),
-                                   "elapsed_s": round(now - started, 1)})
-                        window_tokens, window_start = 0.0, now
-                    interval = self.cfg.validate_interval_updates
-                    if interval and self.state.update % interval == 0:
-                        self.save(self._after_validation(self.validate()))
-                    elif self.cfg.save_interval_updates and self.state.update % self.cfg.save_interval_updates == 0:
-                        self.save()
-                    if self._done():
-                        break
-                else:
-                    self.state.epoch += 1
-                    self.state.batch_in_epoch = 0
-                    if not self.cfg.validate_interval_updates:
-                        self.save(self._after_validation(self.validate()))
+                if self._run_epoch(stop):
+                    self._end_epoch()
             if self.state.last_validated != self.state.update:  # the final weights are always validated
                 self.save(self._after_validation(self.validate()))
         finally:
             stop.restore()
         return self.state
+
+    def _run_epoch(self, stop: _StopSignal) -> bool:
+        """Updates from the current position to the end of the epoch (True), or until a limit is
+        reached on the way (False)."""
+        split, batches = self._micro_batches()
+        for first in range(self.state.batch_in_epoch, len(batches), self.cfg.update_freq):
+            group = batches[first : first + self.cfg.update_freq]
+            self._stop_if_asked(stop)
+            stats = self._update(split, group)
+            self.state.batch_in_epoch = first + len(group)
+            if self._skipped(stats):
+                continue
+            assert stats is not None
+            self.state.update += 1
+            self._log_progress(stats)
+            self._validate_or_save_on_schedule()
+            if self._done():
+                return False
+        return True
+
+    def _end_epoch(self) -> None:
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        if not self.cfg.validate_interval_updates:
+            self.save(self._after_validation(self.validate()))
+
+    def _stop_if_asked(self, stop: _StopSignal) -> None:
+        """Account the time since the last update; on Ctrl-C / SIGTERM (on any rank), save and stop."""
+        now = time.perf_counter()  # one collective per update: stop flag and elapsed time
+        stop_flag, elapsed = _all_sum([1.0 if stop.signum else 0.0, now - self._meter.last_tick], self.dist, self.device)
+        self.state.train_seconds += elapsed / self.dist.world_size
+        self._meter.last_tick = now
+        if stop_flag:
+            self.save()
+            raise Interrupted(stop.signum or signal.SIGTERM, self.state.update)
+
+    def _skipped(self, stats: dict[str, float] | None) -> bool:
+        """Whether the update was skipped (non-finite loss or gradient); too many in a row stop the run."""
+        if stats is not None:
+            self._meter.nonfinite = 0
+            return False
+        self._meter.nonfinite += 1
+        self._log({"type": "skip", "update": self.state.update, "reason": "non-finite loss or gradient"})
+        if self._meter.nonfinite >= self.cfg.max_nonfinite:
+            raise TrainingDiverged(f"training diverged: {self._meter.nonfinite} consecutive updates had a non-finite "
+                                   f"loss (last good update {self.state.update}); lower --lr or use --amp bf16")
+        return True
+
+    def _log_progress(self, stats: dict[str, float]) -> None:
+        meter, update = self._meter, self.state.update
+        meter.window_tokens += stats["tokens"]
+        if update % self.cfg.log_interval and update != 1:
+            return
+        now = time.perf_counter()
+        self._log({"type": "train", "update": update, "epoch": self.state.epoch, "loss": stats["loss"],
+                   "nll": stats["nll"], "ppl": round(math.exp(min(stats["nll"], 50)), 3),
+                   "lr": learning_rate(self.cfg, update), "grad_norm": round(stats["grad_norm"], 4),
+                   "tokens_per_s": round(meter.window_tokens / max(now - meter.window_start, 1e-9), 1),
+                   "elapsed_s": round(now - meter.started, 1)})
+        meter.window_tokens, meter.window_start = 0.0, now
+
+    def _validate_or_save_on_schedule(self) -> None:
+        update, cfg = self.state.update, self.cfg
+        if cfg.validate_interval_updates and update % cfg.validate_interval_updates == 0:
+            self.save(self._after_validation(self.validate()))
+        elif cfg.save_interval_updates and update % cfg.save_interval_updates == 0:
+            self.save()
 
     def _tidy_run_dir(self) -> None:
         """Before the first write (rank 0, under the run directory's lock): move aside what the run
@@ -416,11 +445,3 @@ class Trainer:
         if self.state.best is None or self.state.best_update is None:
             return None
         return self._metric_name(), self.state.best, self.state.best_update
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
