@@ -304,11 +304,11 @@ def _generation_overrides(**options: Any) -> dict[str, Any]:
 def _run_generation(task: str, model: str | None, input_path: Path | None, output: Path | None,
                     overrides: dict[str, Any], n_best: int, scores: bool, batch_tokens: int, device: str,
                     jsonl_field: str | None = None) -> None:
-    """The translate/summarize loop: stream lines in, write one output line per input line."""
+    """The translate/summarize loop: stream lines through Translator.translate_iterable (the same
+    path as the Python API), write one output line per input line (n-best: Moses format)."""
     from convtrans.console import stderr
-    from convtrans.inference.textio import OutputSink, chunks, input_lines, stop_when_stdout_closes
-    from convtrans.inference.translator import Translator
-    from convtrans.zoo import default_model
+    from convtrans.inference.textio import OutputSink, input_lines, stdin_has_data, stop_when_stdout_closes
+    from convtrans.inference.translator import Summarizer, Translator
 
     def warn_truncated(line: int, length: int, limit: int) -> None:
         stderr.print(f"warning: line {line} has {length:,} subwords but the model reads at most {limit:,}: "
@@ -316,24 +316,17 @@ def _run_generation(task: str, model: str | None, input_path: Path | None, outpu
 
     interactive = input_path is None or str(input_path) == "-"
     with OutputSink(output) as sink, stop_when_stdout_closes():  # a bad --output fails before any work
-        translator = Translator(model or default_model(task), device, batch_tokens=batch_tokens,
-                                on_truncate=warn_truncated)
-        config = translator.generate_config.replace(**overrides, n_best=max(n_best, 1))
-        config = config.replace(beam=max(config.beam, config.n_best)) if not config.sampling else config
-        lines = input_lines(input_path, jsonl_field)
-        line_no = 0
-        for chunk in chunks(lines, window=1 if interactive and sys.stdin.isatty() else 256, interactive=interactive):
-            results = translator.translate_batch(chunk, config, first_line=line_no + 1)
-            out: list[str] = []
-            for offset, result in enumerate(results):
-                if not chunk[offset].strip():  # a blank line stays blank (and has no n-best entries)
-                    out.extend([] if n_best > 1 else [""])
-                elif n_best > 1:
-                    out.extend(f"{line_no + offset} ||| {text} ||| {score:.4f}" for text, score in result.alternatives)
-                else:
-                    out.append(f"{result.score:.4f}\t{result.text}" if scores else result.text)
-            sink.write_lines(out)
-            line_no += len(chunk)
+        kind = Summarizer if task == "summarize" else Translator
+        translator = kind(model, device, batch_tokens=batch_tokens, on_truncate=warn_truncated)
+        config = translator.search_config(**overrides, n_best=max(n_best, 1))
+        window = 1 if interactive and sys.stdin.isatty() else 256
+        results = translator.translate_iterable(input_lines(input_path, jsonl_field), window, config,
+                                                more_waiting=stdin_has_data if interactive else None)
+        for line_no, result in enumerate(results):
+            if n_best > 1:  # a blank line has no alternatives, so it gives no n-best entries
+                sink.write_lines(f"{line_no} ||| {text} ||| {score:.4f}" for text, score in result.alternatives)
+            else:
+                sink.write_lines([f"{result.score:.4f}\t{result.text}" if scores else result.text])
 
 
 @app.command()

@@ -16,7 +16,7 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -31,7 +31,8 @@ def input_lines(path: Path | None, jsonl_field: str | None = None) -> Iterator[s
     return read_jsonl_field(source, jsonl_field) if jsonl_field else read_lines(source)
 
 
-def _stdin_has_data() -> bool:
+def stdin_has_data() -> bool:
+    """Whether more of stdin can be read without waiting (for `chunks`' interactive mode)."""
     try:
         ready, _, _ = select.select([sys.stdin], [], [], 0)
     except (OSError, ValueError, TypeError):  # not a real file descriptor (e.g. under a test runner)
@@ -39,13 +40,13 @@ def _stdin_has_data() -> bool:
     return bool(ready)
 
 
-def chunks(lines: Iterable[str], window: int, interactive: bool) -> Iterator[list[str]]:
-    """Cut a line stream into lists of at most `window` lines; when `interactive`, also end a chunk
-    whenever no further input is waiting."""
+def chunks(lines: Iterable[str], window: int, more_waiting: Callable[[], bool] | None = None) -> Iterator[list[str]]:
+    """Cut a line stream into lists of at most `window` lines; with `more_waiting`, also end a
+    chunk whenever it says no further input is waiting."""
     chunk: list[str] = []
     for line in lines:
         chunk.append(line)
-        if len(chunk) >= window or (interactive and not _stdin_has_data()):
+        if len(chunk) >= window or (more_waiting is not None and not more_waiting()):
             yield chunk
             chunk = []
     if chunk:

@@ -1,31 +1,34 @@
-"""Translator: text in, text out, for a checkpoint directory or a model shipped in models/.
+"""Translator and Summarizer: text in, text out, for a checkpoint directory or a shipped model.
 
-    translator = Translator("models/dynamicconv_multi30k_de_en")     # or a zoo name, or a run's checkpoint_best
-    translator.translate_batch(["Ein Mann fährt Fahrrad."])[0].text
-    for result in translator.translate_iterable(open("big.de")): ...
+    translator = Translator()                                   # the shipped translator (offline)
+    translator.translate(["Ein Mann fährt Fahrrad."])            # ['A man is riding a bicycle.']
+    translator = Translator("runs/m30/checkpoint_best", beam=8)  # a run's checkpoint, search options
+    for result in translator.translate_iterable(open("big.de")): # streaming; text, score, n-best
+        print(result.text, result.score)
 
 Lines are prepared exactly as at training time (whitespace normalization, optional Moses and
-lowercasing, sentencepiece), sorted by length within a batch call and grouped into batches of at
-most `batch_tokens` source tokens, decoded, and returned in input order. Blank (or whitespace-only)
-lines give empty results without touching the model, so line N in is line N out. Sources longer
-than the model accepts are truncated to its limit (the `on_truncate(line, length, limit)` callback
-is told).
+lowercasing, sentencepiece), sorted by length within a window and grouped into batches of at
+most `batch_tokens` source tokens (fewer when memory is short), decoded, and returned in input
+order. Blank (or whitespace-only) lines give empty results without touching the model, so line N
+in is line N out. Sources longer than the model accepts are truncated to its limit (the
+`on_truncate(line, length, limit)` callback is told). `convtrans translate` and `summarize` run
+through `translate_iterable`: the CLI and this API are one path.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from convtrans.config import GenerateConfig
 from convtrans.data.tokenize import SubwordTokenizer, TextProcessor
-from convtrans.errors import UserError
-from convtrans.resources import sentences_per_batch
-from convtrans.zoo import resolve_model
+from convtrans.inference.textio import chunks
+from convtrans.resources import pick_device, sentences_per_batch
+from convtrans.zoo import default_model, resolve_model
 
 
 @dataclass
@@ -38,36 +41,45 @@ class Translation:
     alternatives: list[tuple[str, float]] = field(default_factory=list)  # n-best (text, score), best first
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
-
-
 class Translator:
-    def __init__(self, model: str | Path, device: str = "auto", generate: GenerateConfig | None = None,
-                 batch_tokens: int = 4096, on_truncate: Callable[[int, int, int], None] | None = None) -> None:
-        self.device = pick_device(device)
+    """A model ready to translate: loaded once, then any number of `translate*` calls."""
+
+    task = "translate"  # which shipped default `model=None` loads (models/zoo.toml)
+
+    def __init__(self, model: str | Path | None = None, device: str = "auto", generate: GenerateConfig | None = None,
+                 batch_tokens: int = 4096, on_truncate: Callable[[int, int, int], None] | None = None,
+                 **search: Any) -> None:
+        """`model`: a checkpoint or exported directory, or the name of a shipped model (default: the
+        shipped one for this task). `search`: decoding options over the model's defaults (beam,
+        lenpen, n_best, min_len, max_len_a, max_len_b, no_repeat_ngram, sampling, temperature,
+        top_k, top_p, seed, max_source_len); `generate` replaces the defaults whole."""
         from convtrans.inference.exported import load_for_inference
 
-        self.model, self.checkpoint = load_for_inference(resolve_model(model), self.device)
+        self.device = pick_device(device)
+        self.model, self.checkpoint = load_for_inference(resolve_model(model or default_model(self.task)), self.device)
         data = self.checkpoint.data
         self.source, self.target = data.source_lang, data.target_lang
         self.src_tok = SubwordTokenizer(self.checkpoint.tokenizer_path(self.source))
         self.tgt_tok = SubwordTokenizer(self.checkpoint.tokenizer_path(self.target))
         self.src_text, self.tgt_text = TextProcessor(**data.text[self.source]), TextProcessor(**data.text[self.target])
         self.generate_config = generate or self.checkpoint.generate
+        self.generate_config = self.search_config(**search)
         self.batch_tokens = batch_tokens
         self.on_truncate = on_truncate or (lambda line, length, limit: None)
         self.model_source_limit = self.model.config.max_source_len
 
-    @property
-    def task(self) -> str:
-        return self.checkpoint.data.task
+    def search_config(self, **overrides: Any) -> GenerateConfig:
+        """This translator's decoding options with `overrides`; asking for n_best above the beam
+        widens the beam to n_best."""
+        sampling = overrides.get("sampling", self.generate_config.sampling)
+        if "n_best" in overrides and "beam" not in overrides and not sampling:
+            overrides["beam"] = max(self.generate_config.beam, overrides["n_best"])
+        return self.generate_config.replace(**overrides)
+
+    def translate(self, lines: Sequence[str], **search: Any) -> list[str]:
+        """The best output text of each line, in order (`search` overrides decoding options)."""
+        config = self.search_config(**search) if search else None
+        return [result.text for result in self.translate_batch(lines, config)]
 
     def _encode(self, lines: Sequence[str], first_line: int, limit: int) -> list[list[int]]:
         ids = self.src_tok.encode([self.src_text.pre(line) for line in lines])
@@ -114,11 +126,31 @@ class Translator:
                                          [(self._decode(h.tokens), float(h.score)) for h in hypotheses])
         return results  # type: ignore[return-value]
 
-    def translate_iterable(self, lines: Iterable[str], window: int = 256,
-                           generate: GenerateConfig | None = None) -> Iterator[Translation]:
-        """Stream: translate `window` lines at a time (sorted within the window), yield in order."""
-        iterator = iter(lines)
+    def translate_iterable(self, lines: Iterable[str], window: int = 256, generate: GenerateConfig | None = None,
+                           more_waiting: Callable[[], bool] | None = None) -> Iterator[Translation]:
+        """Stream: translate `window` lines at a time (sorted within the window) and yield the
+        results in input order. With `more_waiting` (a check that more input is already there), a
+        window also ends as soon as nothing more is waiting, so an interactive user gets each
+        answer at once."""
         first = 1
-        while chunk := list(itertools.islice(iterator, window)):
+        for chunk in chunks(lines, window, more_waiting):
             yield from self.translate_batch(chunk, generate, first_line=first)
             first += len(chunk)
+
+
+class Summarizer(Translator):
+    """A summarization model: one summary per document (a document is one line or one string)."""
+
+    task = "summarize"
+
+    def summarize(self, documents: Sequence[str], **search: Any) -> list[str]:
+        """The summary of each document, in order (`search` overrides decoding options)."""
+        return self.translate(documents, **search)
+
+
+def load(model: str | Path, **options: Any) -> Translator:
+    """A Translator, or a Summarizer for a summarization model, from a directory or shipped name."""
+    from convtrans import checkpoint as ckpt
+
+    task = ckpt.read(resolve_model(model), verify=False).data.task
+    return (Summarizer if task == "summarization" else Translator)(model, **options)
