@@ -230,7 +230,8 @@ def read(path: Path, verify: bool = True) -> Checkpoint:
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{config_file}: not a valid checkpoint config ({err})") from None
     if raw.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: checkpoint format {raw.get('format_version')} is not supported (expected {FORMAT_VERSION})")
+        raise UserError(f"{path}: checkpoint format {raw.get('format_version')} is not supported "
+                        f"(expected {FORMAT_VERSION})")
     checkpoint = Checkpoint(path, model_config, data, generate, extra)
     unrecorded = sorted(set(checkpoint.needed_files()) - set(files))
     if unrecorded:
@@ -254,7 +255,8 @@ def load_model(path: Path, device: str | torch.device = "cpu", purpose: str = "i
 
     checkpoint = read(path)
     if checkpoint.export:
-        raise UserError(f"{path} is an exported model ({checkpoint.export['format']}); it runs with translate, not as a checkpoint")
+        raise UserError(f"{path} is an exported model ({checkpoint.export['format']}); it runs with translate, "
+                        "not as a checkpoint")
     check_fits(checkpoint.model_config, purpose, torch.device(budget_device or device))
     model = EncoderDecoder(checkpoint.model_config)
     load_weights_into(model, checkpoint.path)

@@ -286,7 +286,7 @@ def _print_archs(src_vocab: int, tgt_vocab: int, sentence_len: int) -> None:
     for column in ("preset", "family", "layers", "d", "params", "non-emb params", "Mult-Adds", "per tgt token"):
         table.add_column(column, justify="left" if column in ("preset", "family") else "right")
     for name in list_presets():
-        fields = {"src_vocab_size": src_vocab, "tgt_vocab_size": tgt_vocab}
+        fields: dict[str, Any] = {"src_vocab_size": src_vocab, "tgt_vocab_size": tgt_vocab}
         if read_preset(name).get("share_all_embeddings") and src_vocab != tgt_vocab:
             fields["tgt_vocab_size"] = src_vocab  # a shared matrix needs one vocabulary
         config = load_preset(name, **fields)
@@ -481,4 +481,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -13,7 +13,7 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,16 +33,24 @@ CONV_MIXERS = ("lightconv", "dynamicconv", "lsra")
 MAX_BEAM = 1024
 
 
+_S = TypeVar("_S", bound="_Serializable")
+
+
+def _fields(obj: Any) -> tuple[dataclasses.Field, ...]:
+    """dataclasses.fields of a _Serializable (every subclass is a dataclass; the mixin is not)."""
+    return dataclasses.fields(obj)
+
+
 class _Serializable:
     """to/from dict and JSON with unknown keys refused and values checked against field types,
     plus `key=value` overrides parsed by the field's type (`3,7,15` for tuples)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in _fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):  # noqa: ANN206 - returns cls
-        known = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls: type[_S], data: dict[str, Any]) -> _S:
+        known = {f.name for f in _fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise UserError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
@@ -52,13 +60,13 @@ class _Serializable:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str):  # noqa: ANN206
+    def from_json(cls: type[_S], text: str) -> _S:
         return cls.from_dict(json.loads(text))
 
-    def replace(self, **changes: Any):  # noqa: ANN201
-        return dataclasses.replace(self, **changes)
+    def replace(self: _S, **changes: Any) -> _S:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]  # every subclass is a dataclass
 
-    def with_overrides(self, assignments: list[str]):  # noqa: ANN201
+    def with_overrides(self: _S, assignments: list[str]) -> _S:
         changes = {}
         for assignment in assignments:
             key, sep, raw = assignment.partition("=")
@@ -141,12 +149,14 @@ class ModelConfig(_Serializable):
                       "max_source_positions", "max_target_positions", "lsra_heads", "synth_max_len", "synth_rank"):
             need(getattr(self, field) > 0, field, "must be positive")
         for field in ("pad_id", "bos_id", "eos_id"):
-            need(0 <= getattr(self, field) < min(self.src_vocab_size, self.tgt_vocab_size), field, "must be a valid token id")
+            valid_id = 0 <= getattr(self, field) < min(self.src_vocab_size, self.tgt_vocab_size)
+            need(valid_id, field, "must be a valid token id")
         for field in ("dropout", "attention_dropout", "activation_dropout", "weight_dropout", "input_dropout"):
             need(0.0 <= getattr(self, field) < 1.0, field, "must be in [0, 1)")
         need(self.conv_dim >= 0, "conv_dim", "must be >= 0")
         for side in ("encoder", "decoder"):
-            mixer, heads, layers = getattr(self, f"{side}_mixer"), getattr(self, f"{side}_heads"), getattr(self, f"{side}_layers")
+            mixer, heads = getattr(self, f"{side}_mixer"), getattr(self, f"{side}_heads")
+            layers = getattr(self, f"{side}_layers")
             need(mixer in MIXERS, f"{side}_mixer", f"must be one of {', '.join(MIXERS)}")
             width = self.conv_width if mixer in ("lightconv", "dynamicconv") else self.d_model
             if mixer != "lsra":
@@ -293,7 +303,8 @@ class TrainConfig(_Serializable):
             object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
         checks = [
             (self.lr > 0, "lr", "must be positive"),
-            (self.lr_scheduler in ("inverse_sqrt", "cosine", "fixed"), "lr_scheduler", "must be inverse_sqrt, cosine or fixed"),
+            (self.lr_scheduler in ("inverse_sqrt", "cosine", "fixed"), "lr_scheduler",
+             "must be inverse_sqrt, cosine or fixed"),
             (self.warmup_updates >= 0, "warmup_updates", "must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)"),
             (self.max_tokens > 0, "max_tokens", "must be positive"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -17,6 +18,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -43,7 +45,7 @@ def progress_callback() -> Iterator[ProgressCallback]:
         SpinnerColumn(finished_text="✓"), TextColumn("{task.description}"), MofNCompleteColumn(),
         TimeElapsedColumn(), console=stderr, disable=not stderr.is_terminal,
     ) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(task: str, done: int, total: int | None = None) -> None:
             if task not in tasks:
@@ -65,16 +67,18 @@ class TrainDisplay:
 
     def __init__(self) -> None:
         self.live = stderr.is_terminal
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                                 TimeRemainingColumn(), console=stderr, disable=not self.live)
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.description}"), TimeRemainingColumn(), console=stderr,
+                                 disable=not self.live)
         self.task = self.progress.add_task("", total=None)
 
     def __enter__(self) -> TrainDisplay:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.progress.__exit__(exc_type, exc, traceback)
 
     def __call__(self, kind: str, record: dict[str, Any]) -> None:
         if kind == "start":

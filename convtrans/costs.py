@@ -35,7 +35,8 @@ class Costs:
 def measure(config: ModelConfig, src_len: int = 30, tgt_len: int = 30) -> Costs:
     with torch.device("meta"):
         model = EncoderDecoder(config).eval()
-    embedding_params = {id(m.weight): m.weight.numel() for m in (model.src_embed.tokens, model.tgt_embed.tokens, model.output)}
+    embeddings = (model.src_embed.tokens, model.tgt_embed.tokens, model.output)
+    embedding_params = {id(m.weight): m.weight.numel() for m in embeddings}
     dynamic_macs = 0
 
     def count_dynamic(module: ConvMixer, inputs: tuple, output: tuple) -> None:

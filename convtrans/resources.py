@@ -18,6 +18,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -124,7 +125,7 @@ def footprint(config: ModelConfig) -> Footprint:
     """What the model `config` describes holds, measured without allocating (see the module docstring)."""
     from convtrans.model import DecoderLayer, EncoderLayer
 
-    one_layer = {"encoder_layers": 1, "decoder_layers": 1}
+    one_layer: dict[str, Any] = {"encoder_layers": 1, "decoder_layers": 1}
     for side in ("encoder", "decoder"):  # the widest kernel stands for every layer: an upper bound
         kernels = getattr(config, f"{side}_kernel_sizes")
         if kernels:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -118,11 +119,11 @@ def check_lengths(hyps: Sequence[str], refs: Sequence[Sequence[str]], names: Seq
         raise UserError(f"nothing to score: {names[0]} is empty")
 
 
-def _sacrebleu_metrics(opts: ScoreOptions) -> dict:
+def _sacrebleu_metrics(opts: ScoreOptions) -> dict[str, Any]:
     """The sacrebleu metric objects for the requested metrics, keyed by our metric name."""
     from sacrebleu.metrics import BLEU, CHRF, TER
 
-    metrics = {}
+    metrics: dict[str, Any] = {}
     if "bleu" in opts.metrics:
         metrics["bleu"] = BLEU(tokenize=opts.tokenize, lowercase=opts.lowercase)
     if "chrf" in opts.metrics:
@@ -188,7 +189,7 @@ def compare(
         for name, column in table.items():
             if name == "System":
                 continue
-            base, system = column
+            base, system = cast(list[Any], column)  # the table's metric columns hold Results
             comparisons.append(Comparison(name, float(base.score), float(system.score), float(system.mean),
                                           float(system.ci), float(system.p_value)))
     if "rouge" in opts.metrics:

@@ -11,6 +11,7 @@ Two passes stream over the corpus: the first validates and normalizes text into 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -118,6 +119,19 @@ def _split_names(kind: str, prefixes: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(kind if i == 0 else f"{kind}{i}", prefix) for i, prefix in enumerate(prefixes)]
 
 
+def _jsonl_pairs(path: Path, src_field: str, tgt_field: str) -> Iterator[tuple[str, str]]:
+    return zip(read_jsonl_field(path, src_field), read_jsonl_field(path, tgt_field))
+
+
+def _text_pairs(src: Path, tgt: Path) -> Iterator[tuple[str, str]]:
+    return read_pairs(read_lines(src), read_lines(tgt), (str(src), str(tgt)))
+
+
+def _pretext_of(read: Callable[[], Iterator[tuple[str, str]]]) -> Iterator[tuple[str, str]]:
+    """Warm-up pairs made from the sources of `read`'s pairs (their targets are not used)."""
+    return (pair for src, _ in read() for pair in pretext_pairs(src))
+
+
 def _split_inputs(opts: PreprocessOptions) -> list[SplitInput]:
     named = ([("train", opts.trainpref)] if opts.trainpref else []) + _split_names("valid", opts.validpref)
     named += _split_names("test", opts.testpref)
@@ -126,15 +140,13 @@ def _split_inputs(opts: PreprocessOptions) -> list[SplitInput]:
         if opts.jsonl_fields:
             path = resolve(prefix, "jsonl")
             src_field, tgt_field = opts.jsonl_fields
-            read = lambda p=path, f=src_field, g=tgt_field: zip(read_jsonl_field(p, f), read_jsonl_field(p, g))
-            splits.append(SplitInput(name, (path, path), read))
+            splits.append(SplitInput(name, (path, path), functools.partial(_jsonl_pairs, path, src_field, tgt_field)))
         else:
             src, tgt = resolve(prefix, opts.source_lang), resolve(prefix, opts.target_lang)
-            read = lambda s=src, t=tgt: read_pairs(read_lines(s), read_lines(t), (str(s), str(t)))
-            splits.append(SplitInput(name, (src, tgt), read))
+            splits.append(SplitInput(name, (src, tgt), functools.partial(_text_pairs, src, tgt)))
     if opts.pretext:
         for split in splits:
-            split.read = lambda read=split.read: (pair for src, _ in read() for pair in pretext_pairs(src))
+            split.read = functools.partial(_pretext_of, split.read)
     return splits
 
 

@@ -14,7 +14,7 @@ K-1 inputs; lsra: both), so a runtime that knows only the layer count splits the
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -66,9 +66,10 @@ def unflatten(step: int, flat: list[torch.Tensor], n_layers: int) -> DecoderCach
     per_layer = len(self_flat) // n_layers
     self_states = [tuple(self_flat[i * per_layer : (i + 1) * per_layer]) for i in range(n_layers)]
     cross_states = [tuple(cross_flat[2 * i : 2 * i + 2]) for i in range(n_layers)]
-    return DecoderCache(step, self_states, cross_states)
+    return DecoderCache(step, self_states, cast(list[Any], cross_states))  # tuples stand in for AttnCache
 
 
 def flat_tuples(cache: DecoderCache) -> list[torch.Tensor]:
     """Inverse of `unflatten`: the flat list a runtime feeds the `step` graph."""
-    return [t for state in cache.self_states for t in state] + [t for state in cache.cross_states for t in state]
+    states: list[Any] = [*cache.self_states, *cache.cross_states]  # per-layer tuples (see `unflatten`)
+    return [t for state in states for t in state]

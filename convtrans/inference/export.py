@@ -66,7 +66,8 @@ class _Step(nn.Module):
         tensors = list(state)
         self_states = [rebuild(s, tensors) for s in self.self_structure]
         cross_states = [rebuild(s, tensors) for s in self.cross_structure]
-        logits, cache = self.model.decode_step(tokens, enc_out, enc_mask, DecoderCache(step, self_states, cross_states))
+        cache = DecoderCache(step, self_states, cross_states)  # type: ignore[arg-type]  # traced: step is a 0-d tensor
+        logits, cache = self.model.decode_step(tokens, enc_out, enc_mask, cache)
         return (logits, *flat_state(cache))
 
 

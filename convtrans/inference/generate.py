@@ -210,7 +210,8 @@ def _encode(models: Sequence[EncoderDecoder], src: torch.Tensor) -> EnsembleStat
 def _next_log_probs(models: Sequence[EncoderDecoder], state: EnsembleState,
                     tokens: torch.Tensor) -> tuple[torch.Tensor, EnsembleState]:
     """Feed tokens (N, 1); log-probabilities (N, V) of the next token (fp32) and the new state."""
-    lprobs, caches = [], []
+    lprobs: list[torch.Tensor] = []
+    caches: list[DecoderCache | None] = []
     for model, enc_out, enc_mask, cache in zip(models, state.enc_out, state.enc_mask, state.caches):
         logits, cache = model.decode_step(tokens, enc_out, enc_mask, cache)  # (N, 1, V)
         lprobs.append(logits[:, -1].float().log_softmax(-1))

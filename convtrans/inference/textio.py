@@ -76,7 +76,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     """Delete `.NAME.tmp-PID-*` siblings of `path` whose process is gone; returns what was removed."""
     import shutil
 
-    removed = []
+    removed: list[Path] = []
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         return removed

@@ -120,6 +120,7 @@ def _from_init_checkpoint(request: TrainRequest, data: Any, file_cfg: dict[str, 
 
     if request.arch or "arch" in file_cfg:
         raise UserError("--init-from takes the architecture from the checkpoint; leave out --arch")
+    assert request.init_from is not None
     source = ckpt.read(request.init_from)
     if source.export:
         raise UserError(f"{request.init_from} is an exported model; --init-from needs a training checkpoint")

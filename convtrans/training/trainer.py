@@ -25,13 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from convtrans import checkpoint as ckpt
 from convtrans.config import GenerateConfig, ModelConfig, TrainConfig
 from convtrans.data.batching import collate, make_batches, shard
-from convtrans.data.datadir import DataDir
+from convtrans.data.datadir import DataDir, ParallelSplit
 from convtrans.errors import UserError, describe_os_error
 from convtrans.model import EncoderDecoder
 from convtrans.resources import check_fits, pick_device
@@ -144,7 +145,7 @@ class Trainer:
         if self.plan.resume_from is not None:
             self.model, checkpoint = ckpt.load_model(self.plan.resume_from, purpose="training", budget_device=self.device)
             self.model_config = checkpoint.model_config
-            self._resume_state = ckpt.load_train_state(self.plan.resume_from)
+            self._resume_state: dict[str, Any] | None = ckpt.load_train_state(self.plan.resume_from)
         else:
             self.model_config = model_config
             check_fits(model_config, "training", self.device)
@@ -157,8 +158,7 @@ class Trainer:
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
                     if self.dist.world_size > 1 else None)
         self.optimizer = build_optimizer(self.model, cfg)
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        self.autocast = dict(device_type=self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         if self._resume_state is not None:
             self._restore(self._resume_state)
@@ -293,7 +293,7 @@ class Trainer:
         return better
 
     # ------------------------------------------------------------------ the loop
-    def _micro_batches(self) -> list:
+    def _micro_batches(self) -> tuple[ParallelSplit, list[np.ndarray]]:
         split = self.data.split("train")
         max_src, max_tgt = self.model_config.max_source_len, self.model_config.max_target_len
         batches, skipped = make_batches(split.src.lengths(), split.tgt.lengths(), self.cfg.max_tokens, self.cfg.seed,
@@ -303,18 +303,18 @@ class Trainer:
             self.report("warning", {"message": message})
         return split, shard(batches, self.dist.rank, self.dist.world_size)
 
-    def _update(self, split: Any, group: list) -> dict[str, float] | None:
+    def _update(self, split: ParallelSplit, group: list[np.ndarray]) -> dict[str, float] | None:
         """One optimizer update over a group of micro-batches; None when it was skipped."""
         module = self.ddp or self.model
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = nll_sum = 0.0
-        tokens = 0
+        tokens = 0.0
         for i, indices in enumerate(group):
             batch = collate(split, indices, self.ids["pad"], self.ids["bos"], self.ids["eos"]).to(self.device)
             sync = self.ddp is None or i == len(group) - 1
-            context = self.ddp.no_sync() if not sync else contextlib.nullcontext()
+            context = self.ddp.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext()
             with context:
-                with torch.autocast(**self.autocast):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     logits = module(batch.src, batch.tgt_in)
                 loss, nll = label_smoothed_nll(logits, batch.tgt_out, self.cfg.label_smoothing, self.ids["pad"])
                 self.scaler.scale(loss).backward()
@@ -341,7 +341,7 @@ class Trainer:
 
     def _done(self) -> bool:
         cfg = self.cfg
-        return ((cfg.max_update and self.state.update >= cfg.max_update)
+        return bool((cfg.max_update and self.state.update >= cfg.max_update)
                 or (cfg.max_epoch and self.state.epoch > cfg.max_epoch)
                 or (cfg.stop_time_hours and self.state.train_seconds >= cfg.stop_time_hours * 3600)
                 or (cfg.patience and self.state.bad_validations >= cfg.patience))

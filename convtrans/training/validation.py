@@ -16,6 +16,7 @@ import torch
 from convtrans.config import GenerateConfig
 from convtrans.data.batching import collate, make_batches
 from convtrans.data.datadir import DataDir, ParallelSplit
+from convtrans.model import EncoderDecoder
 from convtrans.training.optim import label_smoothed_nll
 
 
@@ -49,7 +50,7 @@ def split_loss(model: torch.nn.Module, split: ParallelSplit, ids: dict[str, int]
 
 
 @torch.no_grad()
-def decode_metric(model: torch.nn.Module, data: DataDir, split: ParallelSplit, generate_config: GenerateConfig,
+def decode_metric(model: EncoderDecoder, data: DataDir, split: ParallelSplit, generate_config: GenerateConfig,
                   device: torch.device, max_sentences: int = 0, max_tokens: int = 4096) -> tuple[str, float]:
     """BLEU (translation) or ROUGE-L F1 (summarization) of the model's output on a split."""
     from convtrans.inference.generate import generate

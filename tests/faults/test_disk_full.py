@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from tests.faults.conftest import last_error_line, one_line_error, preprocess_args, run_cli, train_args
+from tests.conftest import last_error_line, one_line_error, preprocess_args, run_cli, train_args
 
 pytestmark = pytest.mark.integration
 NO_SPACE = "No space left on device"

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from tests.faults.conftest import one_line_error, preprocess_args, run_cli
+from tests.conftest import one_line_error, preprocess_args, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from tests.faults.conftest import one_line_error, preprocess_args
+from tests.conftest import one_line_error, preprocess_args
 
 pytestmark = pytest.mark.integration
 

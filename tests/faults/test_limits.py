@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from tests.faults.conftest import one_line_error, train_args
+from tests.conftest import one_line_error, train_args
 
 pytestmark = pytest.mark.integration
 

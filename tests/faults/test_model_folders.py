@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from tests.faults.conftest import one_line_error
+from tests.conftest import one_line_error
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from tests.faults.conftest import one_line_error, train_args, train_command
+from tests.conftest import one_line_error, train_args, train_command
 
 pytestmark = pytest.mark.integration
 
@@ -92,36 +92,37 @@ def test_resume_after_sigkill_continues_bit_identically(data_dir: Path, tmp_path
 
 @pytest.fixture
 def run_copy(trained_run: Path, tmp_path: Path) -> Path:
-    """A copy of the session's 12-update run (checkpoints at 4, 8 and 12), links kept as links."""
+    """A copy of the session's run (saved every 25 updates up to 150), links kept as links."""
     copy = tmp_path / "run"
     shutil.copytree(trained_run, copy, symlinks=True)
     return copy
 
 
 def test_dangling_checkpoint_last_resumes_from_the_newest_intact_checkpoint(data_dir: Path, run_copy: Path) -> None:
-    """Item 2: checkpoint_last's folder is gone; the run resumes from update 8, says so, and keeps
-    the older checkpoints and the log up to update 8 (it used to restart at update 1)."""
-    shutil.rmtree(run_copy / "checkpoint_u0000012")
-    before = [r for r in map(json.loads, (run_copy / "metrics.jsonl").read_text().splitlines()) if r["update"] <= 8]
-    result = CliRunner().invoke(app, train_args(data_dir, run_copy, "--max-update", "14"))
+    """Item 2: checkpoint_last's folder is gone; the run resumes from update 125, says so, and
+    keeps the older checkpoints and the log up to update 125 (it used to restart at update 1)."""
+    shutil.rmtree(run_copy / "checkpoint_u0000150")
+    lines = (run_copy / "metrics.jsonl").read_text().splitlines()
+    before = [r for r in map(json.loads, lines) if r["update"] <= 125]
+    result = CliRunner().invoke(app, train_args(data_dir, run_copy, "--max-update", "128"))
     assert result.exit_code == 0, result.stderr
-    assert "resuming from checkpoint_u0000008, the newest checkpoint that verifies" in result.stderr
-    assert "checkpoint_last points to the missing checkpoint_u0000012" in result.stderr
-    assert "resuming at update 8" in result.stderr
+    assert "resuming from checkpoint_u0000125, the newest checkpoint that verifies" in result.stderr
+    assert "checkpoint_last points to the missing checkpoint_u0000150" in result.stderr
+    assert "resuming at update 125" in result.stderr
     after = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]
-    assert after[: len(before)] == before and min(r["update"] for r in after[len(before):]) == 9
-    assert (run_copy / "checkpoint_u0000004").is_dir() and _link(run_copy, "checkpoint_last") == "checkpoint_u0000014"
+    assert after[: len(before)] == before and min(r["update"] for r in after[len(before):]) == 126
+    assert (run_copy / "checkpoint_u0000050").is_dir() and _link(run_copy, "checkpoint_last") == "checkpoint_u0000128"
 
 
 def test_a_corrupted_newest_checkpoint_is_set_aside_not_overwritten(data_dir: Path, run_copy: Path) -> None:
-    with open(run_copy / "checkpoint_u0000012" / "model.safetensors", "ab") as handle:
+    with open(run_copy / "checkpoint_u0000150" / "model.safetensors", "ab") as handle:
         handle.write(b"garbage")
-    result = CliRunner().invoke(app, train_args(data_dir, run_copy, "--max-update", "12"))
+    result = CliRunner().invoke(app, train_args(data_dir, run_copy, "--max-update", "150"))
     assert result.exit_code == 0, result.stderr
-    assert "checkpoint_u0000012 is corrupted: model.safetensors does not match its checksum" in result.stderr
-    aside = list(run_copy.glob("set-aside-*/checkpoint_u0000012"))
+    assert "checkpoint_u0000150 is corrupted: model.safetensors does not match its checksum" in result.stderr
+    aside = list(run_copy.glob("set-aside-*/checkpoint_u0000150"))
     assert len(aside) == 1 and (aside[0] / "model.safetensors").read_bytes().endswith(b"garbage")
-    assert _link(run_copy, "checkpoint_last") == "checkpoint_u0000012"  # rebuilt from update 8
+    assert _link(run_copy, "checkpoint_last") == "checkpoint_u0000150"  # rebuilt from update 125
 
 
 def test_no_intact_checkpoint_is_refused_unless_restart(data_dir: Path, run_copy: Path) -> None:
@@ -134,8 +135,8 @@ def test_no_intact_checkpoint_is_refused_unless_restart(data_dir: Path, run_copy
     result = CliRunner().invoke(app, train_args(data_dir, run_copy, "--max-update", "3", "--restart"))
     assert result.exit_code == 0, result.stderr
     aside = next(run_copy.glob("set-aside-*"))
-    assert {p.name for p in aside.iterdir()} >= {"checkpoint_u0000004", "checkpoint_u0000008", "checkpoint_u0000012",
-                                                 "metrics.jsonl", "checkpoint_last", "checkpoint_best"}
+    assert {p.name for p in aside.iterdir()} >= {"checkpoint_u0000125", "checkpoint_u0000150", "metrics.jsonl",
+                                                 "checkpoint_last", "checkpoint_best"}
     assert [r["update"] for r in _records(run_copy, "train")] == [1, 2, 3]
 
 

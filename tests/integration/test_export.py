@@ -16,7 +16,7 @@ from convtrans.config import load_preset
 from convtrans.inference.export import export
 from convtrans.model import EncoderDecoder
 from convtrans.inference.exported import load_for_inference
-from tests.conftest import make_pairs, write_split
+from tests.conftest import make_pairs
 
 pytestmark = pytest.mark.integration
 FAMILIES = ["tiny_transformer", "tiny_lightconv", "tiny_dynamicconv", "tiny_synthesizer", "tiny_lite_transformer"]
@@ -59,22 +59,6 @@ def test_exported_graphs_equal_eager_for_encoder_and_decoder_steps(tmp_path: Pat
             tokens = tokens[index]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ex")
-    write_split(root / "raw" / "train", make_pairs(600, seed=1))
-    write_split(root / "raw" / "valid", make_pairs(20, seed=2))
-    runner = CliRunner()
-    assert runner.invoke(app, ["preprocess", "-s", "de", "-t", "en", "--trainpref", str(root / "raw" / "train"),
-                               "--validpref", str(root / "raw" / "valid"), "--destdir", str(root / "bin"),
-                               "--vocab-size", "64"]).exit_code == 0
-    result = runner.invoke(app, ["train", str(root / "bin"), "--arch", "tiny_dynamicconv", "--save-dir", str(root / "run"),
-                                 "--max-update", "150", "--device", "cpu", "--max-tokens", "2048", "--no-valid-bleu",
-                                 "--validate-interval-updates", "50"])
-    assert result.exit_code == 0, result.stderr
-    return root / "run"
-
-
 def _translate(model: Path, text: str) -> list[str]:
     result = CliRunner().invoke(app, ["translate", "-m", str(model), "--device", "cpu", "--scores", "--beam", "3"], input=text)
     assert result.exit_code == 0, result.stderr
@@ -82,34 +66,34 @@ def _translate(model: Path, text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_translate_through_an_export_equals_eager(trained: Path, tmp_path: Path, fmt: str) -> None:
+def test_translate_through_an_export_equals_eager(trained_run: Path, tmp_path: Path, fmt: str) -> None:
     text = "".join(de + "\n" for de, _ in make_pairs(12, seed=5)) + "\n"
-    result = CliRunner().invoke(app, ["export", str(trained), "--format", fmt, "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, ["export", str(trained_run), "--format", fmt, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.stderr
-    eager, exported = _translate(trained / "checkpoint_last", text), _translate(tmp_path / "out", text)
+    eager, exported = _translate(trained_run / "checkpoint_last", text), _translate(tmp_path / "out", text)
     assert len(eager) == 13 and eager[-1] == exported[-1] == ""  # the blank line stays blank
     assert [line.split("\t")[-1] for line in exported] == [line.split("\t")[-1] for line in eager]
     for a, b in zip(eager[:-1], exported[:-1]):
         assert abs(float(a.split("\t")[0]) - float(b.split("\t")[0])) < 1e-3
 
 
-def test_int8_and_fp16_are_smaller_and_still_translate(trained: Path, tmp_path: Path) -> None:
+def test_int8_and_fp16_are_smaller_and_still_translate(trained_run: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     reports = {}
     for name, flags in (("int8", ["--quantize", "int8"]), ("fp16", ["--fp16", "--format", "checkpoint"])):
-        result = runner.invoke(app, ["export", str(trained), "--out", str(tmp_path / name), *flags])
+        result = runner.invoke(app, ["export", str(trained_run), "--out", str(tmp_path / name), *flags])
         assert result.exit_code == 0, result.stderr
         reports[name] = result.stderr
         lines = _translate(tmp_path / name, "Der mann läuft.\n\nEin hund.\n")
         assert len(lines) == 3 and lines[1] == "" and all(line.split("\t")[1] for line in (lines[0], lines[2]))
     assert "smaller" in reports["int8"] and (tmp_path / "fp16" / "model.safetensors").stat().st_size < \
-        (trained / "checkpoint_last" / "model.safetensors").stat().st_size * 0.6
+        (trained_run / "checkpoint_last" / "model.safetensors").stat().st_size * 0.6
 
 
-def test_average_of_a_run_dir(trained: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["export", str(trained), "--average", "2", "--format", "checkpoint", "--out", str(tmp_path / "avg")])
+def test_average_of_a_run_dir(trained_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["export", str(trained_run), "--average", "2", "--format", "checkpoint", "--out", str(tmp_path / "avg")])
     assert result.exit_code == 0, result.stderr
-    newest = sorted(trained.glob("checkpoint_u*"))[-2:]
+    newest = sorted(trained_run.glob("checkpoint_u*"))[-2:]
     averaged, _ = ckpt.load_model(tmp_path / "avg")
     models = [ckpt.load_model(p)[0] for p in newest]
     for name, value in averaged.state_dict().items():
@@ -127,11 +111,11 @@ def test_average_of_a_run_dir(trained: Path, tmp_path: Path) -> None:
         (["{run}", "--average", "99"], r"holds only \d+ numbered checkpoints"),
     ],
 )
-def test_bad_input_gives_one_line_error(trained: Path, tmp_path: Path, args, pattern) -> None:
+def test_bad_input_gives_one_line_error(trained_run: Path, tmp_path: Path, args, pattern) -> None:
     import re
 
     (tmp_path / "exists").mkdir()
-    argv = [a.format(tmp=tmp_path, run=trained, exists=tmp_path / "exists") for a in args]
+    argv = [a.format(tmp=tmp_path, run=trained_run, exists=tmp_path / "exists") for a in args]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "new")]
     result = CliRunner().invoke(app, ["export", *argv])
@@ -140,14 +124,14 @@ def test_bad_input_gives_one_line_error(trained: Path, tmp_path: Path, args, pat
     assert re.search(pattern, result.stderr), result.stderr
 
 
-def test_bench_decode_times_models_side_by_side(trained: Path, tmp_path: Path) -> None:
+def test_bench_decode_times_models_side_by_side(trained_run: Path, tmp_path: Path) -> None:
     import json
 
     src = tmp_path / "in.de"
     src.write_text("".join(de + "\n" for de, _ in make_pairs(6, seed=7)))
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", "decode", "-i", str(src), "-m", str(trained / "checkpoint_last"),
-                                      "-m", str(trained / "checkpoint_best"), "--beams", "1,2", "--batch-sizes", "1,4",
+    result = CliRunner().invoke(app, ["bench", "decode", "-i", str(src), "-m", str(trained_run / "checkpoint_last"),
+                                      "-m", str(trained_run / "checkpoint_best"), "--beams", "1,2", "--batch-sizes", "1,4",
                                       "--json-out", str(out)])
     assert result.exit_code == 0, result.stderr
     rows = json.loads(out.read_text())
@@ -155,13 +139,13 @@ def test_bench_decode_times_models_side_by_side(trained: Path, tmp_path: Path) -
     assert "sentences/s" in result.stdout
 
 
-def test_bench_decode_output_length_forces_every_output_to_that_many_subwords(trained: Path, tmp_path: Path) -> None:
+def test_bench_decode_output_length_forces_every_output_to_that_many_subwords(trained_run: Path, tmp_path: Path) -> None:
     import json
 
     src = tmp_path / "in.de"
     src.write_text("".join(de + "\n" for de, _ in make_pairs(6, seed=7)))
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", "decode", "-i", str(src), "-m", str(trained / "checkpoint_last"),
+    result = CliRunner().invoke(app, ["bench", "decode", "-i", str(src), "-m", str(trained_run / "checkpoint_last"),
                                       "--beams", "1,3", "--batch-sizes", "4", "--output-length", "7",
                                       "--json-out", str(out)])
     assert result.exit_code == 0, result.stderr

@@ -13,25 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from tests.conftest import make_pairs, write_split
+from tests.conftest import make_pairs
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tr")
-    write_split(root / "raw" / "train", make_pairs(800, seed=1))
-    write_split(root / "raw" / "valid", make_pairs(30, seed=2))
-    runner = CliRunner()
-    result = runner.invoke(app, ["preprocess", "-s", "de", "-t", "en", "--trainpref", str(root / "raw" / "train"),
-                                 "--validpref", str(root / "raw" / "valid"), "--destdir", str(root / "bin"), "--vocab-size", "64"])
-    assert result.exit_code == 0, result.stderr
-    result = runner.invoke(app, ["train", str(root / "bin"), "--arch", "tiny_transformer", "--save-dir", str(root / "run"),
-                                 "--max-update", "300", "--device", "cpu", "--max-tokens", "2048", "--valid-max-sentences", "10",
-                                 "--validate-interval-updates", "150"])
-    assert result.exit_code == 0, result.stderr
-    return root / "run" / "checkpoint_last"
 
 
 def _translate(model_dir: Path, text: str, *args: str):

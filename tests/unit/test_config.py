@@ -66,15 +66,19 @@ def test_preset_file_path_and_unknown_name(tmp_path) -> None:
     assert json.loads(load_preset(str(path)).to_json())["family"] == "mine"
 
 
-def test_every_preset_recipe_is_a_valid_train_and_generate_config() -> None:
-    from convtrans.config import preset_recipe
+def test_preset_recipes_are_read_literally() -> None:
+    """Every [train] / [generate] value of every preset reaches the config unchanged (no key
+    silently dropped or defaulted), and a bad value is refused by name."""
+    from convtrans.config import TrainConfig, preset_recipe, read_preset
 
     for name in list_presets():
+        raw = read_preset(name)
         train, generate = preset_recipe(name)
-        assert train.lr > 0 and generate.beam >= 1
+        for table, config in (("train", train), ("generate", generate)):
+            for key, value in raw.get(table, {}).items():
+                got = getattr(config, key)
+                assert (list(got) if isinstance(got, tuple) else got) == value, f"{name} [{table}] {key}"
     train, generate = preset_recipe("dynamicconv_cnn_dm")
     assert (generate.min_len, generate.no_repeat_ngram, generate.max_source_len) == (55, 3, 400)
     with pytest.raises(UserError, match="train field amp"):
-        from convtrans.config import TrainConfig
-
         TrainConfig(amp="fp8")

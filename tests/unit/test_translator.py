@@ -1,0 +1,89 @@
+"""Translator / Summarizer / load: the Python API the CLI runs on (the session's tiny model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import convtrans
+from convtrans.config import GenerateConfig
+from convtrans.errors import UserError
+from convtrans.inference.translator import Summarizer, Translator
+from tests.conftest import make_pairs
+
+LINES = [de for de, _ in make_pairs(9, seed=11)]
+
+
+@pytest.fixture(scope="module")
+def translator(model_dir: Path) -> Translator:
+    return Translator(model_dir, device="cpu")
+
+
+def test_the_package_exports_the_api_lazily() -> None:
+    assert convtrans.Translator is Translator and convtrans.Summarizer is Summarizer
+    assert set(convtrans.__all__) >= {"Translator", "Summarizer", "load", "ModelConfig", "GenerateConfig"}
+    with pytest.raises(AttributeError):
+        convtrans.NoSuchThing  # noqa: B018 - the attribute access is the test
+
+
+def test_translate_returns_one_text_per_line_in_order(translator: Translator) -> None:
+    lines = [LINES[0], "", "   ", *LINES[1:4]]
+    texts = translator.translate(lines)
+    results = translator.translate_batch(lines)
+    assert texts == [r.text for r in results] and len(texts) == len(lines)
+    assert texts[1] == texts[2] == "" and all(texts[i] for i in (0, 3, 4, 5))
+    assert texts == [translator.translate([line])[0] for line in lines]  # batching never changes a result
+
+
+def test_batches_sized_by_tokens_give_the_same_results(model_dir: Path, translator: Translator) -> None:
+    one_at_a_time = Translator(model_dir, device="cpu", batch_tokens=1)
+    assert one_at_a_time.translate(LINES) == translator.translate(LINES)
+
+
+def test_search_options_as_keywords(model_dir: Path, translator: Translator) -> None:
+    greedy = Translator(model_dir, device="cpu", beam=1)
+    assert greedy.generate_config.beam == 1
+    assert greedy.translate(LINES) == translator.translate(LINES, beam=1)
+    widened = translator.search_config(n_best=7)
+    assert (widened.n_best, widened.beam) == (7, max(7, translator.generate_config.beam))
+    results = translator.translate_batch(LINES[:2], widened)
+    assert all(len(r.alternatives) == 7 and r.alternatives[0] == (r.text, r.score) for r in results)
+    scores = [score for _, score in results[0].alternatives]
+    assert scores == sorted(scores, reverse=True)
+    with pytest.raises(UserError, match="generate field beam"):
+        translator.search_config(beam=0)
+
+
+def test_translate_iterable_streams_in_windows(translator: Translator) -> None:
+    batch = translator.translate_batch(LINES)
+    streamed = list(translator.translate_iterable(iter(LINES), window=4))
+    assert [r.text for r in streamed] == [r.text for r in batch]
+    seen: list[int] = []
+
+    def lines():
+        for i, line in enumerate(LINES):
+            seen.append(i)
+            yield line
+
+    stream = translator.translate_iterable(lines(), window=100, more_waiting=lambda: len(seen) % 3 != 0)
+    first = next(stream)
+    assert first.text == batch[0].text and seen == [0, 1, 2]  # answered once nothing more was waiting
+
+
+def test_truncation_is_reported_and_equals_translating_the_cut_source(model_dir: Path) -> None:
+    reports: list[tuple[int, int, int]] = []
+    translator = Translator(model_dir, device="cpu", on_truncate=lambda *report: reports.append(report))
+    long_line = " ".join([LINES[0]] * 20)
+    short = translator.translate_batch([long_line], GenerateConfig(beam=2, max_source_len=12), first_line=7)[0]
+    assert reports and reports[0][0] == 7 and reports[0][2] == 12 and reports[0][1] > 12
+    pieces = translator.src_tok.sp.encode(translator.src_text.pre(long_line))[:12]
+    cut = translator.src_tok.decode(pieces)
+    assert short.text == translator.translate_batch([cut], GenerateConfig(beam=2))[0].text
+
+
+def test_load_picks_the_class_by_task(model_dir: Path) -> None:
+    assert type(convtrans.load(model_dir, device="cpu")) is Translator
+    assert type(convtrans.load("dynamicconv_dialogsum", device="cpu")) is Summarizer
+    with pytest.raises(UserError, match="no model at"):
+        convtrans.load("no/such/model")
