@@ -27,42 +27,47 @@ from convtrans.nn.synthesizer import SynthesizerMixer
 
 
 def _attention(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
-    return _AttentionMixer(cfg.d_model, getattr(cfg, f"{side}_heads"), cfg.attention_dropout, causal)
+    return _AttentionMixer(d_model=cfg.d_model, heads=getattr(cfg, f"{side}_heads"), dropout=cfg.attention_dropout,
+                           causal=causal)
 
 
 def _conv(kind: str) -> Callable[[ModelConfig, str, int, bool], nn.Module]:
     def build(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
-        return ConvMixer(cfg.d_model, cfg.conv_width, getattr(cfg, f"{side}_heads"), cfg.kernel_size(side, layer),
-                         kind, getattr(cfg, f"{side}_glu"), causal, cfg.weight_dropout, cfg.input_dropout)
+        return ConvMixer(d_model=cfg.d_model, conv_dim=cfg.conv_width, heads=getattr(cfg, f"{side}_heads"),
+                         kernel_size=cfg.kernel_size(side, layer), kind=kind, glu=getattr(cfg, f"{side}_glu"),
+                         causal=causal, weight_dropout=cfg.weight_dropout, input_dropout=cfg.input_dropout)
     return build
 
 
 def _synthesizer(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
-    return SynthesizerMixer(cfg.d_model, getattr(cfg, f"{side}_heads"), cfg.synth_parts, cfg.synth_max_len,
-                            cfg.synth_factors, cfg.synth_rank, cfg.attention_dropout, causal)
+    return SynthesizerMixer(d_model=cfg.d_model, heads=getattr(cfg, f"{side}_heads"), parts=cfg.synth_parts,
+                            max_len=cfg.synth_max_len, factors=cfg.synth_factors, rank=cfg.synth_rank,
+                            dropout=cfg.attention_dropout, causal=causal)
 
 
 def _lsra(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
-    return LSRAMixer(cfg.d_model, cfg.lsra_attention_width, cfg.lsra_heads, cfg.kernel_size(side, layer),
-                     cfg.lsra_conv, getattr(cfg, f"{side}_glu"), causal, cfg.attention_dropout, cfg.weight_dropout)
+    return LSRAMixer(d_model=cfg.d_model, attn_dim=cfg.lsra_attention_width, heads=cfg.lsra_heads,
+                     kernel_size=cfg.kernel_size(side, layer), conv_kind=cfg.lsra_conv, glu=getattr(cfg, f"{side}_glu"),
+                     causal=causal, attention_dropout=cfg.attention_dropout, weight_dropout=cfg.weight_dropout)
 
 
 class _AttentionMixer(nn.Module):
     """Self-attention with the mixer signature (x, pad_mask, cache) -> (y, cache)."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float, causal: bool) -> None:
+    def __init__(self, *, d_model: int, heads: int, dropout: float, causal: bool) -> None:
         super().__init__()
         self.causal = causal
-        self.attn = MultiheadAttention(d_model, heads, dropout)
+        self.attn = MultiheadAttention(width=d_model, heads=heads, dropout=dropout)
 
     def forward(self, x, pad_mask=None, cache=None):  # noqa: ANN001, ANN201 - same as MultiheadAttention
-        return self.attn(x, pad_mask, self.causal, cache)
+        return self.attn(x, pad_mask, causal=self.causal, cache=cache)
 
     def empty_state(self, batch: int, like: torch.Tensor):  # noqa: ANN201
         return self.attn.empty_state(batch, like)
 
 
-# The token mixers: name -> builder(config, "encoder" | "decoder", layer index, causal).
+# The token mixers: name -> builder(config, "encoder" | "decoder", layer index, causal). The names are
+# config.MIXERS (which validates them); tests/unit/test_model.py checks that the two agree.
 MIXERS: dict[str, Callable[[ModelConfig, str, int, bool], nn.Module]] = {
     "attention": _attention,
     "lightconv": _conv("lightconv"),
@@ -82,58 +87,64 @@ class FeedForward(nn.Module):
         return self.fc2(F.dropout(torch.relu(self.fc1(x)), self.activation_dropout, self.training))
 
 
-class _Sublayer(nn.Module):
-    """Residual wrapper: pre-norm x + drop(f(LN(x))) or post-norm LN(x + drop(f(x)))."""
+class _Block(nn.Module):
+    """Holds one residual sublayer's LayerNorm as `.norm`, so that its weights keep the names the
+    checkpoints use (`encoder.0.mix_block.norm.weight`). The residual itself is written out in the
+    layers' forward."""
 
-    def __init__(self, d_model: int, dropout: float, normalize_before: bool) -> None:
+    def __init__(self, d_model: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout, self.normalize_before = dropout, normalize_before
-
-    def forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        if self.normalize_before:
-            return x + F.dropout(fn(self.norm(x)), self.dropout, self.training)
-        return self.norm(x + F.dropout(fn(x), self.dropout, self.training))
 
 
 class EncoderLayer(nn.Module):
+    """Token mixer then FFN, each in a residual: pre-norm x + drop(f(LN(x))) or post-norm
+    LN(x + drop(f(x)))."""
+
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.mixer = MIXERS[cfg.encoder_mixer](cfg, "encoder", layer, False)
         self.ffn = FeedForward(cfg.d_model, cfg.encoder_ffn_dim, cfg.activation_dropout)
-        self.mix_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
-        self.ffn_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
+        self.mix_block, self.ffn_block = _Block(cfg.d_model), _Block(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.normalize_before = cfg.normalize_before
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        x = self.mix_block(x, lambda h: self.mixer(h, pad_mask)[0])
-        return self.ffn_block(x, self.ffn)
+        """x: (B, S, d) → (B, S, d); pad_mask (B, S) is True at pads."""
+        if self.normalize_before:
+            x = x + self.drop(self.mixer(self.mix_block.norm(x), pad_mask)[0])
+            return x + self.drop(self.ffn(self.ffn_block.norm(x)))
+        x = self.mix_block.norm(x + self.drop(self.mixer(x, pad_mask)[0]))
+        return self.ffn_block.norm(x + self.drop(self.ffn(x)))
 
 
 class DecoderLayer(nn.Module):
+    """Causal token mixer, cross-attention to the encoder output, FFN; residuals as EncoderLayer."""
+
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.mixer = MIXERS[cfg.decoder_mixer](cfg, "decoder", layer, True)
-        self.cross = MultiheadAttention(cfg.d_model, cfg.cross_heads, cfg.attention_dropout)
+        self.cross = MultiheadAttention(width=cfg.d_model, heads=cfg.cross_heads, dropout=cfg.attention_dropout)
         self.ffn = FeedForward(cfg.d_model, cfg.decoder_ffn_dim, cfg.activation_dropout)
-        self.mix_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
-        self.cross_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
-        self.ffn_block = _Sublayer(cfg.d_model, cfg.dropout, cfg.normalize_before)
+        self.mix_block, self.cross_block, self.ffn_block = _Block(cfg.d_model), _Block(cfg.d_model), _Block(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.normalize_before = cfg.normalize_before
 
     def forward(self, x, enc_out, enc_mask, self_state=None, cross_state=None):  # noqa: ANN001, ANN201
         """x: (B, t, d) new steps → (B, t, d), new self state, cross keys/values."""
-        states = {}
-
-        def mix(h: torch.Tensor) -> torch.Tensor:
-            y, states["self"] = self.mixer(h, None, self_state)
-            return y
-
-        def cross(h: torch.Tensor) -> torch.Tensor:
-            y, states["cross"] = self.cross.cross(h, enc_out, enc_mask, cross_state)
-            return y
-
-        x = self.mix_block(x, mix)
-        x = self.cross_block(x, cross)
-        return self.ffn_block(x, self.ffn), states["self"], states["cross"]
+        if self.normalize_before:
+            y, self_state = self.mixer(self.mix_block.norm(x), None, self_state)
+            x = x + self.drop(y)
+            y, cross_state = self.cross.cross(self.cross_block.norm(x), enc_out, enc_mask, cross_state)
+            x = x + self.drop(y)
+            x = x + self.drop(self.ffn(self.ffn_block.norm(x)))
+        else:
+            y, self_state = self.mixer(x, None, self_state)
+            x = self.mix_block.norm(x + self.drop(y))
+            y, cross_state = self.cross.cross(x, enc_out, enc_mask, cross_state)
+            x = self.cross_block.norm(x + self.drop(y))
+            x = self.ffn_block.norm(x + self.drop(self.ffn(x)))
+        return x, self_state, cross_state
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:

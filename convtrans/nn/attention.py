@@ -55,7 +55,7 @@ def attend_mask(key_pad: torch.Tensor | None, q_len: int, k_len: int, causal_off
 class MultiheadAttention(nn.Module):
     """Self- or cross-attention over `width` channels with separate q, k, v, out projections."""
 
-    def __init__(self, width: int, heads: int, dropout: float = 0.0, kv_width: int | None = None) -> None:
+    def __init__(self, *, width: int, heads: int, dropout: float = 0.0, kv_width: int | None = None) -> None:
         super().__init__()
         if width % heads:
             raise ValueError(f"attention width {width} is not divisible by {heads} heads")

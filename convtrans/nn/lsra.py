@@ -18,21 +18,22 @@ from convtrans.nn.conv import ConvMixer
 
 
 class LSRAMixer(nn.Module):
-    def __init__(self, d_model: int, attn_dim: int, heads: int, kernel_size: int, conv_kind: str, glu: bool,
+    def __init__(self, *, d_model: int, attn_dim: int, heads: int, kernel_size: int, conv_kind: str, glu: bool,
                  causal: bool, attention_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         super().__init__()
         if not 0 < attn_dim < d_model:
             raise ValueError(f"attention branch width must be in (0, {d_model}), got {attn_dim}")
         self.attn_dim, self.causal = attn_dim, causal
         conv_dim = d_model - attn_dim
-        self.attention = MultiheadAttention(attn_dim, heads, attention_dropout)
-        self.conv = ConvMixer(conv_dim, conv_dim, heads, kernel_size, conv_kind, glu, causal, weight_dropout)
+        self.attention = MultiheadAttention(width=attn_dim, heads=heads, dropout=attention_dropout)
+        self.conv = ConvMixer(d_model=conv_dim, conv_dim=conv_dim, heads=heads, kernel_size=kernel_size, kind=conv_kind,
+                              glu=glu, causal=causal, weight_dropout=weight_dropout)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
                 cache: LSRACache | None = None) -> tuple[torch.Tensor, LSRACache | None]:
         """x: (B, T, d) → (B, T, d); with a cache, x holds only the new steps."""
         x_attn, x_conv = x[..., : self.attn_dim], x[..., self.attn_dim :]
-        y_attn, attn_cache = self.attention(x_attn, pad_mask, self.causal, cache.attn if cache else None)
+        y_attn, attn_cache = self.attention(x_attn, pad_mask, causal=self.causal, cache=cache.attn if cache else None)
         y_conv, conv_cache = self.conv(x_conv, pad_mask, cache.conv if cache else None)
         new_cache = LSRACache(attn_cache, conv_cache) if self.causal else None
         return torch.cat([y_attn, y_conv], dim=-1), new_cache

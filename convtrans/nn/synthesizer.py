@@ -22,25 +22,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from convtrans.config import SYNTH_PARTS
 from convtrans.nn.attention import merge_heads, scaled_logits, split_heads, xavier_linear
 from convtrans.nn.cache import SynthCache
 
-PARTS = ("dense", "random", "fixed_random", "factorized_dense", "factorized_random", "vanilla")
+DENSE_PARTS = ("dense", "factorized_dense")  # the parts that read the hidden layer ReLU(W1·x + b1)
 
 
 class SynthesizerMixer(nn.Module):
-    def __init__(self, d_model: int, heads: int, parts: tuple[str, ...], max_len: int,
+    def __init__(self, *, d_model: int, heads: int, parts: tuple[str, ...], max_len: int,
                  factors: tuple[int, int] = (16, 32), rank: int = 16, dropout: float = 0.0,
                  causal: bool = False) -> None:
         super().__init__()
-        unknown = [p for p in parts if p not in PARTS]
+        unknown = [p for p in parts if p not in SYNTH_PARTS]
         if unknown or not parts:
-            raise ValueError(f"synthesizer parts must be among {PARTS}, got {parts}")
+            raise ValueError(f"synthesizer parts must be among {SYNTH_PARTS}, got {parts}")
         if factors[0] * factors[1] != max_len:
             raise ValueError(f"factorized_dense needs a·b = max_len, got {factors} for {max_len}")
         self.parts, self.heads, self.max_len, self.causal, self.dropout = tuple(parts), heads, max_len, causal, dropout
         head_dim = d_model // heads
-        if {"dense", "factorized_dense"} & set(parts):
+        if set(DENSE_PARTS) & set(parts):
             self.dense_in = xavier_linear(d_model, d_model)  # W1, b1 (split into heads)
         if "dense" in parts:
             self.dense_out = nn.Parameter(torch.empty(heads, head_dim, max_len))  # W2 per head
@@ -101,7 +102,7 @@ class SynthesizerMixer(nn.Module):
             k = torch.cat([cache.k, k], dim=2) if k is not None else None
         k_len = v.shape[2]
         hidden = None
-        if {"dense", "factorized_dense"} & set(self.parts):
+        if set(DENSE_PARTS) & set(self.parts):
             hidden = split_heads(torch.relu(self.dense_in(x)), self.heads)  # (B, H, T, Dh)
         q_pos = slice(start, start + time)
         part_logits = [self._part_logits(p, x, hidden, q_pos, k_len, k) for p in self.parts]
@@ -109,7 +110,7 @@ class SynthesizerMixer(nn.Module):
             logits = part_logits[0]
         else:
             alpha = torch.softmax(self.mix, dim=0)
-            logits = sum(a * l for a, l in zip(alpha, part_logits))
+            logits = sum(a * part for a, part in zip(alpha, part_logits))
         logits = logits.expand(batch, -1, -1, -1)  # (B, H, T, Tk)
         blocked = torch.zeros(1, 1, time, k_len, dtype=torch.bool, device=x.device)
         if self.causal:

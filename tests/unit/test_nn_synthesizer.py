@@ -24,7 +24,7 @@ def _naive_logits(m: SynthesizerMixer, part: str, x: torch.Tensor) -> torch.Tens
                     if part == "dense":  # B_i = W2·ReLU(W1 x_i + b1) + b2, entry j
                         out[b, h, i, j] = hh @ m.dense_out[h, :, j] + m.dense_bias[h, j]
                     elif part == "factorized_dense":  # A[j mod a] · B[j div a]
-                        a, bb = m.factor_a.shape[-1], m.factor_b.shape[-1]
+                        a = m.factor_a.shape[-1]
                         out[b, h, i, j] = (hh @ m.factor_a[h, :, j % a]) * (hh @ m.factor_b[h, :, j // a])
                     elif part == "random":
                         out[b, h, i, j] = m.random[h, i, j]
@@ -40,7 +40,7 @@ def _naive_logits(m: SynthesizerMixer, part: str, x: torch.Tensor) -> torch.Tens
 def _naive_output(m: SynthesizerMixer, x: torch.Tensor, causal: bool) -> torch.Tensor:
     logits = [_naive_logits(m, p, x) for p in m.parts]
     weights = torch.softmax(m.mix, 0) if len(logits) > 1 else torch.ones(1, dtype=x.dtype)
-    mixed = sum(w * l for w, l in zip(weights, logits))
+    mixed = sum(w * part for w, part in zip(weights, logits))
     time = x.shape[1]
     if causal:
         mixed = mixed.masked_fill(torch.ones(time, time, dtype=torch.bool).triu(1), float("-inf"))
@@ -54,7 +54,7 @@ def _naive_output(m: SynthesizerMixer, x: torch.Tensor, causal: bool) -> torch.T
 @pytest.mark.parametrize("causal", [False, True])
 def test_parts_and_mixtures_match_their_formulas(parts, causal) -> None:
     torch.manual_seed(0)
-    m = SynthesizerMixer(D, H, parts, max_len=L, factors=(3, 4), rank=3, causal=causal).double()
+    m = SynthesizerMixer(d_model=D, heads=H, parts=parts, max_len=L, factors=(3, 4), rank=3, causal=causal).double()
     if len(parts) > 1:
         with torch.no_grad():
             m.mix.copy_(torch.randn(len(parts)))
@@ -64,14 +64,14 @@ def test_parts_and_mixtures_match_their_formulas(parts, causal) -> None:
 
 
 def test_fixed_random_is_frozen_and_trainable_random_is_not() -> None:
-    fixed = SynthesizerMixer(D, H, ("fixed_random",), max_len=L, factors=(3, 4))
+    fixed = SynthesizerMixer(d_model=D, heads=H, parts=("fixed_random",), max_len=L, factors=(3, 4))
     assert "fixed_random" not in dict(fixed.named_parameters()) and "fixed_random" in fixed.state_dict()
-    trainable = SynthesizerMixer(D, H, ("random",), max_len=L, factors=(3, 4))
+    trainable = SynthesizerMixer(d_model=D, heads=H, parts=("random",), max_len=L, factors=(3, 4))
     assert trainable.random.requires_grad
 
 
 def test_key_padding_is_masked_and_long_inputs_refused() -> None:
-    m = SynthesizerMixer(D, H, ("random",), max_len=L, factors=(3, 4)).eval()
+    m = SynthesizerMixer(d_model=D, heads=H, parts=("random",), max_len=L, factors=(3, 4)).eval()
     x = torch.randn(1, 6, D)
     pad = torch.tensor([[False] * 4 + [True] * 2])
     masked, _ = m(x, pad)

@@ -14,6 +14,16 @@ from convtrans.model import EncoderDecoder
 VOCAB, PAD = 40, 0
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: one thread is faster, and immune to a busy machine's oversubscribed cores (a
+    multi-threaded grouped conv on 2 busy cores took 20x longer here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(name: str) -> ModelConfig:
     config = load_preset(name, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB)
     changes = dict(d_model=16, encoder_ffn_dim=24, decoder_ffn_dim=24, encoder_heads=2, decoder_heads=2,
