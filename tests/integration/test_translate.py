@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from convtrans.cli import app
-from tests.conftest import make_pairs
 
 pytestmark = pytest.mark.integration
 
@@ -48,19 +47,6 @@ def test_files_scores_and_nbest(model_dir: Path, tmp_path: Path) -> None:
     assert first_scores == sorted(first_scores, reverse=True)
 
 
-def test_overlong_lines_are_truncated_with_a_warning(model_dir: Path) -> None:
-    long_line = " ".join(["Der mann läuft auf der straße im park."] * 60)
-    result = _translate(model_dir, f"Ein hund.\n{long_line}\n")
-    assert result.exit_code == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 2
-    match = re.search(r"warning: line 2 has ([\d,]+) subwords but the model reads at most ([\d,]+): "
-                      r"the last ([\d,]+) were dropped", result.stderr)
-    assert match, result.stderr
-    length, limit, dropped = (int(g.replace(",", "")) for g in match.groups())
-    config = json.loads((model_dir / "config.json").read_text())["model"]
-    assert limit == config["max_source_positions"] - 1 and dropped == length - limit > 0
-
-
 def test_interactive_pipe_answers_each_line_before_the_next_arrives(model_dir: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "convtrans", "translate", "-m", str(model_dir), "--device", "cpu"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
@@ -77,17 +63,6 @@ def test_interactive_pipe_answers_each_line_before_the_next_arrives(model_dir: P
     assert proc.returncode == 0
 
 
-def test_batch_and_stream_apis_agree(model_dir: Path) -> None:
-    from convtrans.inference.translator import Translator
-
-    translator = Translator(model_dir, device="cpu", batch_tokens=40)
-    lines = [de for de, _ in make_pairs(25, seed=9)] + [""]
-    batch = [r.text for r in translator.translate_batch(lines)]
-    single = [translator.translate_batch([line])[0].text for line in lines]
-    stream = [r.text for r in translator.translate_iterable(iter(lines), window=7)]
-    assert batch == single == stream
-
-
 @pytest.mark.parametrize(
     ("args", "stdin", "pattern"),
     [
@@ -99,7 +74,6 @@ def test_batch_and_stream_apis_agree(model_dir: Path) -> None:
     ],
 )
 def test_bad_input_gives_one_line_error(model_dir: Path, args, stdin, pattern) -> None:
-    import re
 
     argv = ["translate", "--device", "cpu", *(args if args and args[0] == "-m" else ["-m", str(model_dir), *args])]
     result = CliRunner().invoke(app, argv, input=stdin)
@@ -109,10 +83,22 @@ def test_bad_input_gives_one_line_error(model_dir: Path, args, stdin, pattern) -
 
 
 def test_summarize_reads_documents_and_jsonl(model_dir: Path, tmp_path: Path) -> None:
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"doc": d}) + "\n" for d in ("Der mann läuft.", "Ein hund spielt im park.")))
-    result = CliRunner().invoke(app, ["summarize", "-m", str(model_dir), "--device", "cpu", "-i", str(docs),
-                                      "--jsonl-field", "doc", "--min-len", "2", "--no-repeat-ngram", "2"])
-    assert result.exit_code == 0, result.stderr
-    summaries = result.stdout.splitlines()
-    assert len(summaries) == 2 and all(len(s.split()) >= 1 for s in summaries)
+    """A JSON-lines field and plain lines summarize alike, through the same path as the API, and
+    the length and repetition options hold."""
+    from convtrans.inference.translator import Summarizer
+
+    documents = ["Der mann läuft.", "Ein hund spielt im park."]
+    records, plain = tmp_path / "docs.jsonl", tmp_path / "docs.txt"
+    records.write_text("".join(json.dumps({"doc": d}) + "\n" for d in documents))
+    plain.write_text("".join(d + "\n" for d in documents))
+    options = ["summarize", "-m", str(model_dir), "--device", "cpu", "--min-len", "4", "--no-repeat-ngram", "2"]
+    from_jsonl = CliRunner().invoke(app, [*options, "-i", str(records), "--jsonl-field", "doc"])
+    from_lines = CliRunner().invoke(app, [*options, "-i", str(plain)])
+    assert from_jsonl.exit_code == from_lines.exit_code == 0, from_jsonl.stderr + from_lines.stderr
+    summaries = from_jsonl.stdout.splitlines()
+    assert summaries == from_lines.stdout.splitlines() and len(summaries) == 2
+    summarizer = Summarizer(model_dir, device="cpu")
+    assert summaries == summarizer.summarize(documents, min_len=4, no_repeat_ngram=2)
+    for result in summarizer.translate_batch(documents, summarizer.search_config(min_len=4, no_repeat_ngram=2)):
+        bigrams = list(zip(result.tokens, result.tokens[1:]))
+        assert len(result.tokens) >= 4 and len(bigrams) == len(set(bigrams))
