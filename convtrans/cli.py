@@ -128,7 +128,7 @@ def preprocess(
         raise UserError("--source-lang and --target-lang are required (or --jsonl-fields for JSON lines)")
     opts = PreprocessOptions(
         source_lang=source_lang or "src", target_lang=target_lang or "tgt", trainpref=trainpref,
-        validpref=_csv(validpref), testpref=_csv(testpref), jsonl_fields=tuple(fields) or None,  # type: ignore[arg-type]
+        validpref=_csv(validpref), testpref=_csv(testpref), jsonl_fields=(fields[0], fields[1]) if fields else None,
         vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
         separate_vocab=separate_vocab, spm_models=tuple(str(p) for p in spm_model or ()), moses=moses,
         lowercase=lowercase, max_len=max_len, max_len_ratio=max_len_ratio, pretext=pretext,
@@ -325,6 +325,8 @@ def _run_generation(task: str, model: str | None, input_path: Path | None, outpu
         for line_no, result in enumerate(results):
             if n_best > 1:  # a blank line has no alternatives, so it gives no n-best entries
                 sink.write_lines(f"{line_no} ||| {text} ||| {score:.4f}" for text, score in result.alternatives)
+            elif result.blank:
+                sink.write_lines([""])  # a blank line stays blank, score or not
             else:
                 sink.write_lines([f"{result.score:.4f}\t{result.text}" if scores else result.text])
 

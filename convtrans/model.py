@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import nn
 
 from convtrans.config import ModelConfig
 from convtrans.nn.attention import MultiheadAttention, xavier_linear
-from convtrans.nn.cache import DecoderCache
+from convtrans.nn.cache import AttnCache, DecoderCache
 from convtrans.nn.conv import ConvMixer
 from convtrans.nn.lsra import LSRAMixer
 from convtrans.nn.synthesizer import SynthesizerMixer
@@ -59,10 +60,11 @@ class _AttentionMixer(nn.Module):
         self.causal = causal
         self.attn = MultiheadAttention(width=d_model, heads=heads, dropout=dropout)
 
-    def forward(self, x, pad_mask=None, cache=None):  # noqa: ANN001, ANN201 - same as MultiheadAttention
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
+                cache: AttnCache | None = None) -> tuple[torch.Tensor, AttnCache | None]:
         return self.attn(x, pad_mask, causal=self.causal, cache=cache)
 
-    def empty_state(self, batch: int, like: torch.Tensor):  # noqa: ANN201
+    def empty_state(self, batch: int, like: torch.Tensor) -> AttnCache:
         return self.attn.empty_state(batch, like)
 
 
@@ -130,7 +132,8 @@ class DecoderLayer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.normalize_before = cfg.normalize_before
 
-    def forward(self, x, enc_out, enc_mask, self_state=None, cross_state=None):  # noqa: ANN001, ANN201
+    def forward(self, x: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor, self_state: Any = None,
+                cross_state: AttnCache | None = None) -> tuple[torch.Tensor, Any, AttnCache]:
         """x: (B, t, d) new steps → (B, t, d), new self state, cross keys/values."""
         if self.normalize_before:
             y, self_state = self.mixer(self.mix_block.norm(x), None, self_state)
@@ -175,7 +178,7 @@ class Embedding(nn.Module):
         if isinstance(start, int) and start + tokens.shape[1] > self.max_positions:
             raise ValueError(f"sequence of {start + tokens.shape[1]} positions exceeds max positions {self.max_positions}")
         positions = torch.arange(tokens.shape[1], device=tokens.device) + start  # (T,)
-        table = self.positions.weight if hasattr(self, "positions") else self.table
+        table = self.positions.weight if hasattr(self, "positions") else cast(torch.Tensor, self.table)
         return F.dropout(self.tokens(tokens) * self.scale + table.index_select(0, positions), self.dropout, self.training)
 
 
@@ -239,8 +242,9 @@ class EncoderDecoder(nn.Module):
         decode_step gives the same result from it as from cache=None; exported decoders need it so
         that every step runs the same graph."""
         batch = enc_out.shape[0]
-        return DecoderCache(0, [layer.mixer.empty_state(batch, enc_out) for layer in self.decoder],
-                            [layer.cross.memory_state(enc_out) for layer in self.decoder])
+        layers = cast(list[DecoderLayer], list(self.decoder))
+        return DecoderCache(0, [cast(Any, layer.mixer).empty_state(batch, enc_out) for layer in layers],
+                            [layer.cross.memory_state(enc_out) for layer in layers])
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for target inputs tgt_in (B, T) (BOS + target[:-1])."""

@@ -11,8 +11,8 @@ no_grad: what inference pays) and forward+backward (grads of the input and the k
   - `conv1d` (lightconv only): cuDNN's grouped `F.conv1d` on a B×C×T input with the normalized
     (C, 1, K) kernel prepared outside the timing: the bare conv on its preferred layout, a
     lower bound for any implementation that must also transpose and normalize.
-Timing: median of `repeats` calls after `warmup` calls; on GPU by CUDA events, with the L2
-cache flushed before each call (as triton.testing.do_bench does). Achieved GB/s use
+Timing: median of about `repeats` calls after `warmup` calls; on GPU by
+`triton.testing.do_bench` (CUDA events, the L2 cache cleared before each call). Achieved GB/s use
 each op's `traffic_bytes` (the bytes an ideal kernel moves: every tensor touched once), and the
 fraction of the device's peak HBM bandwidth when the GPU is in PEAK_GBS (or `--peak-gbs`).
 Padding is centered (K//2, the encoder's); the causal decoder padding moves the same bytes.
@@ -114,15 +114,15 @@ class KernelBenchReport:
 
 def parse_shapes(text: str) -> tuple[tuple[int, int, int], ...]:
     """'32x512x1024,8x2048x1024' → ((32, 512, 1024), (8, 2048, 1024))."""
-    shapes = []
+    shapes: list[tuple[int, int, int]] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         match = re.fullmatch(r"(\d+)[xX×](\d+)[xX×](\d+)", part)
         if not match or 0 in (dims := tuple(int(g) for g in match.groups())):
             raise UserError(f"--shapes: expected BxTxC with positive sizes, e.g. 32x512x1024, got {part!r}")
-        shapes.append(dims)
+        shapes.append((dims[0], dims[1], dims[2]))
     if not shapes:
         raise UserError("--shapes: give at least one BxTxC shape")
-    return tuple(shapes)  # type: ignore[return-value]
+    return tuple(shapes)
 
 
 def parse_ints(text: str, option: str) -> tuple[int, ...]:
@@ -169,34 +169,53 @@ def peak_bandwidth(device: torch.device, override: float | None = None) -> float
 
 
 def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 # -------------------------------------------------------------------------------------- timing
 
 
 def time_ms(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
-    """Median milliseconds of `fn()` over `repeats` calls after `warmup` calls."""
+    """Median milliseconds of `fn()` over about `repeats` calls after `warmup` calls.
+
+    On a GPU with triton this is `triton.testing.do_bench`: CUDA events per call, the L2 cache
+    cleared before each (time reads from HBM, not from the last call's L2). Elsewhere (CPU, or a
+    GPU without triton) a wall-clock loop, synchronized on CUDA.
+    """
+    if device.type == "cuda" and _backend.HAS_TRITON:
+        with torch.cuda.device(device):
+            return _do_bench_ms(fn, repeats, warmup)
     for _ in range(warmup):
         fn()
     times = []
-    if device.type == "cuda":
-        flush = torch.empty(256 * 2**20, dtype=torch.int8, device=device)  # larger than any L2
-        torch.cuda.synchronize(device)
-        for _ in range(repeats):
-            flush.zero_()  # evict the inputs: time reads from HBM, not from the last call's L2
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            started = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - started) * 1e3)
+    for _ in range(repeats):
+        _synchronize(device)
+        started = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append((time.perf_counter() - started) * 1e3)
     return statistics.median(times)
+
+
+def _do_bench_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    """do_bench's median. It takes time budgets in ms, not call counts: one timed call (after an
+    untimed one, which compiles) turns the counts into budgets of about that many calls."""
+    fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    per_call = max(start.elapsed_time(end), 1e-3)
+    return float(_backend.triton.testing.do_bench(fn, warmup=warmup * per_call, rep=repeats * per_call,
+                                                  return_mode="median"))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _fwd_and_fwd_bwd(call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -309,9 +328,10 @@ def _bench_layers(shape: tuple[int, int, int], kernels: tuple[int, ...], opts: K
     torch.manual_seed(0)
     x = torch.randn(batch, time_steps, channels, device=device, dtype=dtype)
     cases: list[tuple[str, int, torch.nn.Module | None, str]] = [
-        ("attention", 0, MultiheadAttention(channels, heads).to(device, dtype), "auto")]
+        ("attention", 0, MultiheadAttention(width=channels, heads=heads).to(device, dtype), "auto")]
     for taps in kernels:
-        conv = ConvMixer(channels, channels, heads, taps, "dynamicconv", glu=True, causal=False).to(device, dtype)
+        conv = ConvMixer(d_model=channels, conv_dim=channels, heads=heads, kernel_size=taps, kind="dynamicconv",
+                         glu=True, causal=False).to(device, dtype)
         cases.append(("dynamicconv+triton", taps, conv if triton_available(device) else None, "triton"))
         cases.append(("dynamicconv+reference", taps, conv, "torch"))
     rows = []
@@ -349,12 +369,7 @@ def run_kernel_bench(opts: KernelBenchOptions, progress: Callable[[str], None] |
     """Time every (op, shape, K) and, with `opts.layers`, attention vs DynamicConv per shape."""
     device = torch.device(opts.device)
     peak = peak_bandwidth(device, opts.peak_gbs)
-    try:
-        import triton
-
-        triton_version: str | None = triton.__version__
-    except ImportError:
-        triton_version = None
+    triton_version = _backend.triton.__version__ if _backend.HAS_TRITON else None
     report = KernelBenchReport(device_name(device), peak, asdict(opts),
                                {"torch": torch.__version__, "triton": triton_version})
     for shape in opts.shapes:

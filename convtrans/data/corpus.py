@@ -35,7 +35,7 @@ def _open_binary(path: Path) -> BinaryIO:
         return contextlib.nullcontext(sys.stdin.buffer)  # type: ignore[return-value]  # never close stdin
     try:
         if path.suffix == ".gz":
-            return gzip.open(path, "rb")  # type: ignore[return-value]
+            return gzip.open(path, "rb")  # type: ignore[return-value]  # a GzipFile is a binary file object
         return open(path, "rb")
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -39,6 +39,7 @@ class Translation:
     tokens: list[int] = field(default_factory=list)
     score: float = 0.0
     alternatives: list[tuple[str, float]] = field(default_factory=list)  # n-best (text, score), best first
+    blank: bool = False  # the input line was blank: nothing was translated (its output line stays empty)
 
 
 class Translator:
@@ -103,7 +104,7 @@ class Translator:
         results: list[Translation | None] = [None] * len(lines)
         todo = [i for i, line in enumerate(lines) if line.strip()]
         for i in set(range(len(lines))) - set(todo):
-            results[i] = Translation("")
+            results[i] = Translation("", blank=True)
         limit = min(self.model_source_limit, config.max_source_len or self.model_source_limit)
         encoded = dict(zip(todo, self._encode([lines[i] for i in todo], first_line, limit))) if todo else {}
         todo.sort(key=lambda i: len(encoded[i]), reverse=True)  # similar lengths batch together
@@ -124,7 +125,8 @@ class Translator:
                 best = hypotheses[0]
                 results[i] = Translation(self._decode(best.tokens), list(best.tokens), float(best.score),
                                          [(self._decode(h.tokens), float(h.score)) for h in hypotheses])
-        return results  # type: ignore[return-value]
+        assert all(result is not None for result in results)  # blank lines above, the rest in the loop
+        return cast(list[Translation], results)
 
     def translate_iterable(self, lines: Iterable[str], window: int = 256, generate: GenerateConfig | None = None,
                            more_waiting: Callable[[], bool] | None = None) -> Iterator[Translation]:

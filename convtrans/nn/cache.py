@@ -22,8 +22,8 @@ def reorder_state(state: Any, index: torch.Tensor) -> Any:
     if isinstance(state, (list, tuple)):
         return type(state)(reorder_state(s, index) for s in state)
     if dataclasses.is_dataclass(state):
-        return dataclasses.replace(state, **{f.name: reorder_state(getattr(state, f.name), index)
-                                             for f in dataclasses.fields(state)})
+        return dataclasses.replace(state, **{  # type: ignore[type-var]  # an instance: classes are never cached
+            f.name: reorder_state(getattr(state, f.name), index) for f in dataclasses.fields(state)})
     raise TypeError(f"cannot reorder cache element of type {type(state).__name__}")
 
 

@@ -27,9 +27,10 @@ from convtrans.nn.cache import ConvCache
 class ConvMixer(nn.Module):
     """A LightConv (`kind="lightconv"`) or DynamicConv (`kind="dynamicconv"`) block."""
 
-    def __init__(self, d_model: int, conv_dim: int, heads: int, kernel_size: int, kind: str, glu: bool,
+    def __init__(self, *, d_model: int, conv_dim: int, heads: int, kernel_size: int, kind: str, glu: bool,
                  causal: bool, weight_dropout: float = 0.0, input_dropout: float = 0.0,
                  out_dim: int | None = None) -> None:
+        """Keyword-only: eight numbers and flags in a row are easy to pass in the wrong order."""
         super().__init__()
         if kind not in ("lightconv", "dynamicconv"):
             raise ValueError(f"conv kind must be lightconv or dynamicconv, got {kind!r}")
@@ -59,24 +60,14 @@ class ConvMixer(nn.Module):
         return ConvCache(like.new_zeros(batch, self.kernel_size - 1, self.linear2.in_features))
 
     def _decode_step(self, window: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The causal output of one new step (inference) from its window (B, K, C) of K-1 cached
-        inputs and the new one: a K-tap product, so a decode step costs B·C·K and DynamicConv
-        predicts the kernel of the new step only. Same math as the op (softmax over all K taps,
-        fp32 accumulation); DropConnect is off outside training.
-
-        The taps are one broadcast multiply and one sum over K, not a loop over taps: a decode step
-        at beam 5 is made of tiny ops, and a tap loop adds 2·K of them per layer (for K = 31 it cost
-        10x more than this). A batched matmul (B·H matrix-vector products) was slower still."""
-        batch, _, channels = x.shape
-        heads, taps = self.heads, self.kernel_size
+        """The causal output (B, 1, C) of one new step x (inference) from its window (B, K, C) of
+        K-1 cached inputs and the new one: the ops' `*_step` twins, so a decode step costs B·C·K
+        and DynamicConv predicts the kernel of the new step only."""
         if self.kind == "lightconv":
-            logits = self.weight.view(1, heads, taps)  # (1, H, K)
-        else:
-            logits = self.weight_linear(x).view(batch, heads, taps)  # (B, H, K)
-        acc = torch.promote_types(x.dtype, torch.float32)
-        w = torch.softmax(logits.to(acc), dim=-1).transpose(1, 2).unsqueeze(-1)  # (B|1, K, H, 1)
-        taps_view = window.to(acc).view(batch, taps, heads, channels // heads)  # (B, K, H, R)
-        return (taps_view * w).sum(1).reshape(batch, 1, channels).to(x.dtype)  # (B, H, R) → (B, 1, C)
+            return ops.lightconv_step(window, self.weight)
+        batch = x.shape[0]
+        logits = self.weight_linear(x).view(batch, 1, self.heads, self.kernel_size)  # (B, 1, H, K)
+        return ops.dynamicconv_step(window, logits)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
                 cache: ConvCache | None = None) -> tuple[torch.Tensor, ConvCache | None]:

@@ -19,6 +19,8 @@ position, which selects the rows of R / the slice of dense logits.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -70,6 +72,8 @@ class SynthesizerMixer(nn.Module):
     def _part_logits(self, part: str, x: torch.Tensor, hidden: torch.Tensor | None, q_pos: slice,
                      k_len: int, k: torch.Tensor | None) -> torch.Tensor:
         """Logits (B or 1, H, Tq, Tk) of one part for queries at positions q_pos over keys 0..k_len-1."""
+        if part in DENSE_PARTS:
+            assert hidden is not None  # computed in forward whenever a dense part is present
         if part == "dense":
             logits = torch.einsum("bhtd,hdl->bhtl", hidden, self.dense_out) + self.dense_bias[:, None, :]
             return logits[..., :k_len]
@@ -80,10 +84,11 @@ class SynthesizerMixer(nn.Module):
             logits = a.repeat(1, 1, 1, n_b) * b.repeat_interleave(n_a, dim=-1)  # position p: A[p % a]·B[p // a]
             return logits[..., :k_len]
         if part in ("random", "fixed_random"):
-            table = self.random if part == "random" else self.fixed_random
+            table = self.random if part == "random" else cast(torch.Tensor, self.fixed_random)
             return table[:, q_pos, :k_len].unsqueeze(0)
         if part == "factorized_random":
             return torch.matmul(self.random_r1[:, q_pos], self.random_r2[:, :k_len].transpose(1, 2)).unsqueeze(0)
+        assert k is not None  # the vanilla part: forward computes keys
         q = split_heads(self.q_proj(x), self.heads)
         return scaled_logits(q, k)
 
@@ -99,7 +104,9 @@ class SynthesizerMixer(nn.Module):
         k = split_heads(self.k_proj(x), self.heads) if "vanilla" in self.parts else None
         if cache is not None:
             v = torch.cat([cache.v, v], dim=2)
-            k = torch.cat([cache.k, k], dim=2) if k is not None else None
+            if k is not None:
+                assert cache.k is not None  # a vanilla part caches its keys
+                k = torch.cat([cache.k, k], dim=2)
         k_len = v.shape[2]
         hidden = None
         if set(DENSE_PARTS) & set(self.parts):

@@ -13,6 +13,8 @@ Triton kernels on the native B×T×C layout. On the Triton path the softmax and 
 (H, K) kernel stay in PyTorch: it is a few hundred numbers, computed once per call (autograd
 takes their backward), where fusing them would make each of thousands of programs redo it; and
 the mask then comes from torch's RNG, so both paths draw the same mask for the same seed.
+`lightconv_step` is the decoder's twin of the causal op: the output of one new step from its
+window of the last K inputs.
 
 Memory traffic (elements; one element = x.element_size() bytes), each tensor touched once:
     forward:   read x, write out                      2·B·T·C
@@ -26,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from convtrans.ops._backend import next_power_of_2, refuse_or_fall_back, tl, triton_kernel, use_triton
+from convtrans.ops._backend import HAS_TRITON, on_device, refuse_or_fall_back, tl, triton, use_triton
 
 # ----------------------------------------------------------------------------------- reference
 
@@ -78,72 +80,69 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 LAUNCH = {"num_warps": 4, "enable_fp_fusion": True}  # FMAs on, explicitly (Triton 3.9 warns if left unset)
 
 
-@triton_kernel
-def _lightconv_fwd_kernel(
-    x_ptr, w_ptr, out_ptr,  # x, out: (B, T, C) contiguous; w: (H, K) fp32, normalized
-    T, C, R, padding_l,  # R = C // H channels per head
-    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """out[b, t, c] = Σ_k w[c // R, k] · x[b, t + k − padding_l, c], summed in fp32.
+if HAS_TRITON:  # the kernels exist where triton does; the reference needs none of this
 
-    Also the input gradient: grad_x = this kernel on grad_out with the taps reversed and
-    padding K−1−padding_l (a correlation's adjoint is the flipped correlation).
-    """
-    pid_t, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < C
-    base = pid_b.to(tl.int64) * T * C
-    w_row = (c // R) * K
-    acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
-    for k in range(K):
-        s = t + k - padding_l
-        s_ok = (s >= 0) & (s < T)
-        w = tl.load(w_ptr + w_row + k, mask=c_ok, other=0.0)
-        xv = tl.load(x_ptr + base + s[:, None] * C + c[None, :], mask=s_ok[:, None] & c_ok[None, :], other=0.0)
-        acc += xv.to(tl.float32) * w[None, :]
-    out_mask = (t < T)[:, None] & c_ok[None, :]
-    tl.store(out_ptr + base + t[:, None] * C + c[None, :], acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+    @triton.jit
+    def _lightconv_fwd_kernel(
+        x_ptr, w_ptr, out_ptr,  # x, out: (B, T, C) contiguous; w: (H, K) fp32, normalized
+        T, C, R, padding_l,  # R = C // H channels per head
+        K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):
+        """out[b, t, c] = Σ_k w[c // R, k] · x[b, t + k − padding_l, c], summed in fp32.
 
-
-@triton_kernel
-def _lightconv_bwd_weight_kernel(
-    x_ptr, grad_out_ptr, partial_ptr,  # x, grad_out: (B, T, C); partial: (B·n_chunks, K, C) fp32
-    T, C, padding_l, n_chunks,
-    K: tl.constexpr, CHUNK_T: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """partial[b·n_chunks + j, k, c] = Σ_{t in chunk j} grad_out[b, t, c] · x[b, t + k − padding_l, c].
-
-    Taps are the outer loop so each tap's sum stays in one register tile and is reduced over
-    time once per chunk (the chunk's x and grad_out rows are re-read per tap, from cache).
-    """
-    pid_j, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < C
-    base = pid_b.to(tl.int64) * T * C
-    row = (pid_b * n_chunks + pid_j).to(tl.int64) * K * C
-    for k in range(K):
+        Also the input gradient: grad_x = this kernel on grad_out with the taps reversed and
+        padding K−1−padding_l (a correlation's adjoint is the flipped correlation).
+        """
+        pid_t, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+        c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        base = pid_b.to(tl.int64) * T * C
+        w_row = (c // R) * K
         acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
-        for start in range(0, CHUNK_T, BLOCK_T):
-            t = pid_j * CHUNK_T + start + tl.arange(0, BLOCK_T)
+        for k in range(K):
             s = t + k - padding_l
-            t_ok = t < T
             s_ok = (s >= 0) & (s < T)
-            g = tl.load(grad_out_ptr + base + t[:, None] * C + c[None, :], mask=t_ok[:, None] & c_ok[None, :], other=0.0)
+            w = tl.load(w_ptr + w_row + k, mask=c_ok, other=0.0)
             xv = tl.load(x_ptr + base + s[:, None] * C + c[None, :], mask=s_ok[:, None] & c_ok[None, :], other=0.0)
-            acc += g.to(tl.float32) * xv.to(tl.float32)
-        tl.store(partial_ptr + row + k * C + c, tl.sum(acc, axis=0), mask=c_ok)
+            acc += xv.to(tl.float32) * w[None, :]
+        out_mask = (t < T)[:, None] & c_ok[None, :]
+        tl.store(out_ptr + base + t[:, None] * C + c[None, :], acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+    @triton.jit
+    def _lightconv_bwd_weight_kernel(
+        x_ptr, grad_out_ptr, partial_ptr,  # x, grad_out: (B, T, C); partial: (B·n_chunks, K, C) fp32
+        T, C, padding_l, n_chunks,
+        K: tl.constexpr, CHUNK_T: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):
+        """partial[b·n_chunks + j, k, c] = Σ_{t in chunk j} grad_out[b, t, c] · x[b, t + k − padding_l, c].
+
+        Taps are the outer loop so each tap's sum stays in one register tile and is reduced over
+        time once per chunk (the chunk's x and grad_out rows are re-read per tap, from cache).
+        """
+        pid_j, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        base = pid_b.to(tl.int64) * T * C
+        row = (pid_b * n_chunks + pid_j).to(tl.int64) * K * C
+        for k in range(K):
+            acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+            for start in range(0, CHUNK_T, BLOCK_T):
+                t = pid_j * CHUNK_T + start + tl.arange(0, BLOCK_T)
+                s = t + k - padding_l
+                t_ok = t < T
+                s_ok = (s >= 0) & (s < T)
+                g = tl.load(grad_out_ptr + base + t[:, None] * C + c[None, :], mask=t_ok[:, None] & c_ok[None, :], other=0.0)
+                xv = tl.load(x_ptr + base + s[:, None] * C + c[None, :], mask=s_ok[:, None] & c_ok[None, :], other=0.0)
+                acc += g.to(tl.float32) * xv.to(tl.float32)
+            tl.store(partial_ptr + row + k * C + c, tl.sum(acc, axis=0), mask=c_ok)
 
 
 # ----------------------------------------------------------------------------------- launchers
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _block_c(channels: int) -> int:
-    return min(MAX_BLOCK_C, next_power_of_2(channels))
+    return min(MAX_BLOCK_C, triton.next_power_of_2(channels))
 
 
 def _launch_fwd(x: torch.Tensor, kernel: torch.Tensor, padding_l: int) -> torch.Tensor:
@@ -152,26 +151,28 @@ def _launch_fwd(x: torch.Tensor, kernel: torch.Tensor, padding_l: int) -> torch.
     heads, taps = kernel.shape
     out = torch.empty_like(x)
     block_c = _block_c(channels)
-    grid = (_cdiv(time, BLOCK_T), _cdiv(channels, block_c), batch)
-    _lightconv_fwd_kernel[grid](
-        x, kernel, out, time, channels, channels // heads, padding_l,
-        K=taps, BLOCK_T=BLOCK_T, BLOCK_C=block_c, **LAUNCH,
-    )
+    grid = (triton.cdiv(time, BLOCK_T), triton.cdiv(channels, block_c), batch)
+    with on_device(x):
+        _lightconv_fwd_kernel[grid](
+            x, kernel, out, time, channels, channels // heads, padding_l,
+            K=taps, BLOCK_T=BLOCK_T, BLOCK_C=block_c, **LAUNCH,
+        )
     return out
 
 
 def _launch_bwd_weight(x: torch.Tensor, grad_out: torch.Tensor, heads: int, taps: int, padding_l: int) -> torch.Tensor:
     """Gradient of the normalized (H, K) kernel, fp32: kernel partial sums, then a tiny torch sum."""
     batch, time, channels = x.shape
-    chunk = max(BLOCK_T, min(CHUNK_T, next_power_of_2(time)) // BLOCK_T * BLOCK_T)  # few compiled variants
-    n_chunks = _cdiv(time, chunk)
+    chunk = max(BLOCK_T, min(CHUNK_T, triton.next_power_of_2(time)) // BLOCK_T * BLOCK_T)  # few compiled variants
+    n_chunks = triton.cdiv(time, chunk)
     partial = torch.empty(batch * n_chunks, taps, channels, device=x.device, dtype=torch.float32)
     block_c = _block_c(channels)
-    grid = (n_chunks, _cdiv(channels, block_c), batch)
-    _lightconv_bwd_weight_kernel[grid](
-        x, grad_out, partial, time, channels, padding_l, n_chunks,
-        K=taps, CHUNK_T=chunk, BLOCK_T=BLOCK_T, BLOCK_C=block_c, **LAUNCH,
-    )
+    grid = (n_chunks, triton.cdiv(channels, block_c), batch)
+    with on_device(x):
+        _lightconv_bwd_weight_kernel[grid](
+            x, grad_out, partial, time, channels, padding_l, n_chunks,
+            K=taps, CHUNK_T=chunk, BLOCK_T=BLOCK_T, BLOCK_C=block_c, **LAUNCH,
+        )
     per_channel = partial.sum(0)  # (K, C)
     return per_channel.view(taps, heads, channels // heads).sum(-1).t().contiguous()  # (H, K)
 
@@ -183,7 +184,7 @@ class LightConvFunction(torch.autograd.Function):
     """The Triton lightconv on an already normalized fp32 (H, K) kernel; gradients for x and kernel."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, padding_l: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, padding_l: int) -> torch.Tensor:
         x, kernel = x.contiguous(), kernel.contiguous()
         ctx.save_for_backward(x, kernel)
         ctx.padding_l = padding_l
@@ -191,7 +192,7 @@ class LightConvFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # no double backward: say so instead of a wrong answer
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, kernel = ctx.saved_tensors
         heads, taps = kernel.shape
         grad_out = grad_out.contiguous()
@@ -238,6 +239,27 @@ def lightconv(
     kernel = normalized_kernel(weight, torch.float32, dropconnect, training)  # (H, K)
     return LightConvFunction.apply(x, kernel, padding_l)
 
+
+
+def lightconv_step(window: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """One new step of the causal lightconv (inference): equals `lightconv(x, weight, K − 1)[:, -1:]`
+    when `window` (B, K, C) holds the last K inputs of x, zeros before its start. Returns (B, 1, C).
+
+    Decoding calls this instead of the op: a step costs B·C·K, not a conv over the window. The taps
+    are one broadcast multiply and one sum over K, not a loop over taps: a decode step at beam 5 is
+    made of tiny ops, and a tap loop adds 2·K of them per layer (for K = 31 it cost 10x more than
+    this); a batched matmul (B·H matrix-vector products) was slower still. DropConnect is off:
+    decoding is inference. Same math as the op: softmax over all K taps, fp32 accumulation.
+    """
+    batch, taps, channels = window.shape
+    heads = weight.shape[0]
+    if weight.shape[1] != taps or channels % heads:
+        raise ValueError(f"lightconv_step expects window (B, K, C) and weight (H, K) with H dividing C, "
+                         f"got {tuple(window.shape)} and {tuple(weight.shape)}")
+    acc = torch.promote_types(window.dtype, torch.float32)
+    w = torch.softmax(weight.to(acc), dim=-1).t().unsqueeze(-1)  # (H, K) → (K, H, 1)
+    taps_view = window.to(acc).view(batch, taps, heads, channels // heads)  # (B, K, H, R)
+    return (taps_view * w).sum(1).reshape(batch, 1, channels).to(window.dtype)  # (B, H, R) → (B, 1, C)
 
 # --------------------------------------------------------------------------------- bench helper
 

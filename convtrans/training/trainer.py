@@ -119,7 +119,7 @@ class _StopSignal:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
 
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+    def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:  # a second Ctrl-C: give up at once
             raise KeyboardInterrupt
         self.signum = signum

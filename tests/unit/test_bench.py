@@ -34,7 +34,8 @@ def test_bench_kernels_on_cpu_writes_table_and_json(tmp_path: Path) -> None:
         assert ref["fwd_peak_frac"] is None  # CPU: no peak bandwidth known
     traffic = lightconv_traffic(2, 16, 8, 1, 3, 4)
     assert traffic == 2 * 2 * 16 * 8 * 4
-    assert rows["lightconv", "reference"]["fwd_gbs"] == pytest.approx(traffic / rows["lightconv", "reference"]["fwd_ms"] / 1e6)
+    light = rows["lightconv", "reference"]
+    assert light["fwd_gbs"] == pytest.approx(traffic / light["fwd_ms"] / 1e6)
     assert rows["lightconv", "conv1d"]["fwd_ms"] > 0
     layers = {r["impl"]: r for r in report["layers"]}
     assert set(layers) == {"attention", "dynamicconv+triton", "dynamicconv+reference"}
@@ -75,3 +76,11 @@ def test_traffic_formulas() -> None:
     assert lightconv_traffic(b, t, c, h, k, e, backward=True) == 5 * b * t * c * e
     assert dynamicconv_traffic(b, t, c, h, k, e) == (2 * b * t * c + b * t * h * k) * e + 4 * b * t * h
     assert dynamicconv_traffic(b, t, c, h, k, e, backward=True) == (5 * b * t * c + 3 * b * t * h * k) * e + 8 * b * t * h
+
+
+def test_cpu_timer_counts_calls_and_takes_the_median() -> None:
+    """Off the GPU (or without triton) the timer is a wall-clock loop: `warmup` untimed calls, then
+    the median of `repeats` timed ones."""
+    calls: list[int] = []
+    ms = bench.time_ms(lambda: calls.append(1), torch.device("cpu"), repeats=3, warmup=2)
+    assert len(calls) == 5 and ms >= 0

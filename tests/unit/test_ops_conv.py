@@ -1,10 +1,11 @@
-"""The PyTorch reference conv ops against naive loops: values, gradients, dtypes, DropConnect."""
+"""The PyTorch reference conv ops against naive loops: values, gradients, dtypes, DropConnect;
+and the decoder's `*_step` twins against the full causal op."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from convtrans.ops import dynamicconv, dynamicconv_ref, lightconv, lightconv_ref
+from convtrans.ops import dynamicconv, dynamicconv_step, lightconv, lightconv_step
 from tests.unit.conv_oracle import naive_dynamicconv, naive_lightconv
 
 # (B, T, C, H, K, padding_l): centered and causal, T < K, T = 1, odd channel counts, even K
@@ -34,7 +35,8 @@ def test_values_match_naive_loops(shape) -> None:
 def test_gradients_match_autograd_of_naive_loops(shape) -> None:
     x, w_light, w_dyn, p = _inputs(shape)
     for op, naive, w in ((lightconv, naive_lightconv, w_light), (dynamicconv, naive_dynamicconv, w_dyn)):
-        assert torch.autograd.gradcheck(lambda a, b: op(a, b, p), (x.clone().requires_grad_(), w.clone().requires_grad_()))
+        leaves = (x.clone().requires_grad_(), w.clone().requires_grad_())
+        assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, p), leaves)
         xa, wa = x.clone().requires_grad_(), w.clone().requires_grad_()
         xb, wb = x.clone().requires_grad_(), w.clone().requires_grad_()
         grad_out = torch.randn_like(x)
@@ -101,3 +103,42 @@ def test_dropconnect_masks_normalized_taps_with_inverted_scaling() -> None:
 def test_refuses_bad_shapes(call, message) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("taps", [1, 2, 5, 31])
+def test_step_equals_last_position_of_causal_op(taps: int) -> None:
+    """`*_step` on the window of the last K inputs (zeros before the start) gives the causal op's
+    output at that position, for every position of a sequence shorter and longer than K (fp64,
+    DropConnect off: decoding is inference)."""
+    batch, time, channels, heads = 2, min(taps + 3, 12), 6, 3
+    x, w_light, w_dyn, _ = _inputs((batch, time, channels, heads, taps, taps - 1))
+    light, dyn = lightconv(x, w_light, taps - 1), dynamicconv(x, w_dyn, taps - 1)
+    padded = F.pad(x, (0, 0, taps - 1, 0))  # (B, K - 1 + T, C): zeros before the start
+    for t in range(time):
+        window = padded[:, t : t + taps]  # (B, K, C): inputs t - K + 1 .. t
+        torch.testing.assert_close(lightconv_step(window, w_light), light[:, t : t + 1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(dynamicconv_step(window, w_dyn[:, t : t + 1]), dyn[:, t : t + 1], rtol=0, atol=1e-12)
+
+
+def test_step_keeps_low_precision_dtype() -> None:
+    """Like the op: low-precision inputs are summed in fp32 and the result has the input dtype."""
+    x, w_light, w_dyn, _ = _inputs((2, 5, 6, 3, 5, 4), dtype=torch.float32)
+    window = x.bfloat16()
+    assert lightconv_step(window, w_light.bfloat16()).dtype == torch.bfloat16
+    assert dynamicconv_step(window, w_dyn[:, -1:].bfloat16()).dtype == torch.bfloat16
+    expected = lightconv_step(window.float(), w_light.bfloat16().float())  # fp32 sums of the same rounded inputs
+    assert torch.equal(lightconv_step(window, w_light.bfloat16()), expected.bfloat16())
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: lightconv_step(torch.randn(1, 4, 6), torch.randn(2, 3)), r"window \(B, K, C\) and weight \(H, K\)"),
+        (lambda: lightconv_step(torch.randn(1, 3, 6), torch.randn(4, 3)), "H dividing C"),
+        (lambda: dynamicconv_step(torch.randn(1, 3, 6), torch.randn(1, 2, 2, 3)), r"weight \(B, 1, H, K\)"),
+    ],
+)
+def test_step_refuses_mismatched_shapes(call, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
