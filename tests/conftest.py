@@ -41,6 +41,18 @@ def write_split(prefix: Path, pairs: list[tuple[str, str]], langs=("de", "en"), 
         path.write_bytes(gzip.compress(text, mtime=0) if gz else text)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests run tiny models: one intra-op thread is faster than two (no fork/join per op), and a
+    busy machine's oversubscribed cores cannot slow a grouped conv twenty-fold (seen here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """A toy de-en corpus: raw/train (400 pairs, gzipped), raw/valid (40), raw/test (30)."""

@@ -124,10 +124,11 @@ def tiny_disk(tmp_path: Path):
         subprocess.run(["umount", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_real_full_disk(tiny_disk: Path, raw_corpus: Path, data_dir: Path, model_dir: Path) -> None:
     """Bonus: the same three commands on a real, nearly full 3 MB file system."""
-    (tiny_disk / "filler").write_bytes(b"\0" * (3 * 1024 * 1024 - 48 * 1024))
-    many = "".join(f"Der mann läuft im park {i}.\n" for i in range(4000))
+    (tiny_disk / "filler").write_bytes(b"\0" * (3 * 1024 * 1024 - 16 * 1024))
+    many = "".join(f"Der mann läuft im park {i}.\n" for i in range(1500))
     result = run_cli("translate", "-m", str(model_dir), "--device", "cpu", "-o", str(tiny_disk / "out.en"), input=many)
     assert result.returncode == 1 and NO_SPACE in one_line_error(result.stderr)
     result = run_cli(*preprocess_args(raw_corpus, tiny_disk / "bin"))

@@ -20,6 +20,9 @@ from tests.conftest import make_pairs
 
 pytestmark = pytest.mark.integration
 FAMILIES = ["tiny_transformer", "tiny_lightconv", "tiny_dynamicconv", "tiny_synthesizer", "tiny_lite_transformer"]
+# ONNX export is slow to run; its graphs are checked for one attention and one conv family (every
+# family's state layout is checked through TorchScript, which traces the same wrappers)
+ONNX_FAMILIES = ("tiny_transformer", "tiny_dynamicconv")
 FORMATS = ["torchscript"] + (["onnx"] if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx") else [])
 
 
@@ -32,8 +35,8 @@ def _checkpoint(tmp_path: Path, preset: str) -> Path:
     return ckpt.save(tmp_path / preset, EncoderDecoder(config).eval(), config, data, {"de": spm, "en": spm})
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("preset", FAMILIES)
+@pytest.mark.parametrize(("preset", "fmt"), [(p, f) for p in FAMILIES for f in FORMATS
+                                             if f == "torchscript" or p in ONNX_FAMILIES])
 @torch.no_grad()
 def test_exported_graphs_equal_eager_for_encoder_and_decoder_steps(tmp_path: Path, preset: str, fmt: str) -> None:
     source = _checkpoint(tmp_path, preset)

@@ -62,7 +62,7 @@ def _learns_to_copy(data: Path, run: Path, preset: str, updates: int) -> float:
 
 
 def test_dynamicconv_learns_to_copy(copy_data: Path, tmp_path: Path) -> None:
-    assert _learns_to_copy(copy_data, tmp_path / "run", "tiny_dynamicconv", 600) >= 0.95
+    assert _learns_to_copy(copy_data, tmp_path / "run", "tiny_dynamicconv", 400) >= 0.95  # 0.995 measured here
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """One suite over every preset in models/presets, shrunk to tiny width (layer counts, kernel
-sizes, mixers and options as the preset has them): shapes, incremental == full forward, no
-information from the future, padding invariance, beam reorder, save → load, gradients."""
+sizes, mixers and options as the preset has them; presets identical at that width once):
+shapes, incremental == full forward, no information from the future, padding invariance, beam
+reorder, save → load, gradients."""
 
 from __future__ import annotations
 
@@ -14,16 +15,6 @@ from convtrans.model import EncoderDecoder
 VOCAB, PAD = 40, 0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and immune to a busy machine's oversubscribed cores (a
-    multi-threaded grouped conv on 2 busy cores took 20x longer here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(name: str) -> ModelConfig:
     config = load_preset(name, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB)
     changes = dict(d_model=16, encoder_ffn_dim=24, decoder_ffn_dim=24, encoder_heads=2, decoder_heads=2,
@@ -33,7 +24,20 @@ def tiny_config(name: str) -> ModelConfig:
     return config.replace(**changes)
 
 
-@pytest.fixture(params=list_presets())
+def distinct_presets() -> list[str]:
+    """One preset per architecture that is distinct at tiny width: presets that differ only in
+    width, dropout or position limits (e.g. transformer_wmt_en_de and its _big) build the same
+    tiny model and are tested once."""
+    seen: dict[ModelConfig, str] = {}
+    for name in list_presets():
+        key = tiny_config(name).replace(family="", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                        weight_dropout=0.0, input_dropout=0.0, max_source_positions=1024,
+                                        max_target_positions=1024)
+        seen.setdefault(key, name)
+    return list(seen.values())
+
+
+@pytest.fixture(params=distinct_presets())
 def model(request) -> EncoderDecoder:
     torch.manual_seed(0)
     return EncoderDecoder(tiny_config(request.param)).eval()
