@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from convtrans import __version__
+from convtrans.atomic import replace_directory
 from convtrans.config import GenerateConfig, ModelConfig
 from convtrans.errors import UserError, as_os_error, describe_os_error
 
@@ -197,13 +198,7 @@ def _populate_and_swap(tmp: Path, path: Path, populate: Any, model_config: Model
     }
     (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.chmod(0o755)
-    if path.exists():  # overwrite: move the old one aside only once the new one is complete
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(path)
+    replace_directory(tmp, path)  # an existing one (overwrite) is moved aside only once this one is complete
 
 
 def read(path: Path, verify: bool = True) -> Checkpoint:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from convtrans import __version__
+from convtrans.atomic import replace_directory
 from convtrans.data.binarize import TokenArrayWriter, dtype_for_vocab
 from convtrans.data.corpus import read_jsonl_field, read_lines, read_pairs, resolve, sha256_file
 from convtrans.data.pretext import PRETEXTS, pretext_pairs
@@ -425,19 +426,8 @@ def _build(opts: PreprocessOptions, splits: list[SplitInput], inputs: dict, fing
                 shutil.copytree(entry, work / entry.name, symlinks=True)
             else:
                 shutil.copy2(entry, work / entry.name, follow_symlinks=False)
-        _replace_dir(work, destdir)
+        work.chmod(0o755)  # mkdtemp creates 0700; a data directory is an ordinary directory
+        replace_directory(work, destdir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return reports
-
-
-def _replace_dir(new: Path, destdir: Path) -> None:
-    """Move the finished work directory to `destdir`, replacing an old one only at the very end."""
-    new.chmod(0o755)  # mkdtemp creates 0700; a data directory is an ordinary directory
-    if destdir.exists():
-        old = destdir.with_name(f".{destdir.name}.old-{new.name}")
-        destdir.rename(old)
-        new.rename(destdir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(destdir)

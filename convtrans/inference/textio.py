@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from convtrans.atomic import new_file_mode, remove_stale_temps, temp_prefix
 from convtrans.data.corpus import read_jsonl_field, read_lines
 from convtrans.errors import StdoutClosed, UserError, describe_os_error
 
@@ -53,55 +54,6 @@ def chunks(lines: Iterable[str], window: int, more_waiting: Callable[[], bool] |
         yield chunk
 
 
-# ---------------------------------------------------------------------- temporary files
-def temp_prefix(path: Path) -> str:
-    """Name prefix of the temporary siblings of `path` written by this process: `.NAME.tmp-PID-`.
-
-    The PID lets a later run tell the leftovers of a killed process (kill -9 runs no cleanup) from
-    the live temporary files of a process still writing."""
-    return f".{path.name}.tmp-{os.getpid()}-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_stale_temps(path: Path) -> list[Path]:
-    """Delete `.NAME.tmp-PID-*` siblings of `path` whose process is gone; returns what was removed."""
-    import shutil
-
-    removed: list[Path] = []
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        return removed
-    for candidate in parent.glob(f".{path.name}.tmp-*"):
-        pid_text = candidate.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
-            continue
-        if candidate.is_dir() and not candidate.is_symlink():
-            shutil.rmtree(candidate, ignore_errors=True)
-        else:
-            candidate.unlink(missing_ok=True)
-        removed.append(candidate)
-    return removed
-
-
-def _new_file_mode(existing: Path) -> int:
-    """The mode an ordinary `open(path, "w")` would give: the existing file's, else 0666 & ~umask."""
-    try:
-        return stat.S_IMODE(existing.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 # ---------------------------------------------------------------------- output
 class OutputSink:
     """stdout (flushed per write) or a file replaced atomically on success.
@@ -124,7 +76,7 @@ class OutputSink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.path)
             fd, self._tmp_name = tempfile.mkstemp(prefix=temp_prefix(self.path), dir=self.path.parent)
-            os.fchmod(fd, _new_file_mode(self.path))
+            os.fchmod(fd, new_file_mode(self.path))
         except OSError as err:
             raise UserError(describe_os_error(err, f"write {self.path}")) from None
         self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="\n")

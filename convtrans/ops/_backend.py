@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -99,4 +99,17 @@ def refuse_or_fall_back(op: str, reason: str) -> None:
         raise RuntimeError(f"{message} (CONVTRANS_KERNELS=triton); use CONVTRANS_KERNELS=auto to fall back")
     if message not in _warned:
         _warned.add(message)
-        warnings.warn(f"{message}; using the PyTorch reference", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{message}; using the PyTorch reference", RuntimeWarning, stacklevel=4)
+
+
+def kernel_takes(op: str, x: torch.Tensor, refusal: Callable[[], str | None]) -> bool:
+    """Whether an op call runs the Triton kernel: Triton is chosen for `x` (`use_triton`), `x` is
+    not empty, and `refusal()` (why the kernel cannot take this call) is None. Otherwise the caller
+    runs the reference; a refusal warns once, or raises when Triton was forced."""
+    if not use_triton(x) or x.numel() == 0:
+        return False
+    reason = refusal()
+    if reason is not None:
+        refuse_or_fall_back(op, reason)
+        return False
+    return True

@@ -34,7 +34,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from convtrans.ops._backend import HAS_TRITON, on_device, refuse_or_fall_back, tl, triton, use_triton
+from convtrans.ops._backend import HAS_TRITON, kernel_takes, on_device, tl, triton
 
 # ----------------------------------------------------------------------------------- reference
 
@@ -362,12 +362,8 @@ def dynamicconv(
 
     Runs the Triton kernels when `use_triton(x)` (CUDA, or forced), else the reference.
     """
-    if not use_triton(x) or x.numel() == 0:
-        return dynamicconv_ref(x, weight, padding_l, dropconnect, training)
     _check(x, weight, padding_l)
-    reason = _unsupported(x, weight)
-    if reason is not None:
-        refuse_or_fall_back("dynamicconv", reason)
+    if not kernel_takes("dynamicconv", x, lambda: _unsupported(x, weight)):
         return dynamicconv_ref(x, weight, padding_l, dropconnect, training)
     p = dropconnect if training else 0.0
     if not 0.0 <= p < 1.0:

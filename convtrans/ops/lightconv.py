@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from convtrans.ops._backend import HAS_TRITON, on_device, refuse_or_fall_back, tl, triton, use_triton
+from convtrans.ops._backend import HAS_TRITON, kernel_takes, on_device, tl, triton
 
 # ----------------------------------------------------------------------------------- reference
 
@@ -229,12 +229,8 @@ def lightconv(
 
     Runs the Triton kernels when `use_triton(x)` (CUDA, or forced), else the reference.
     """
-    if not use_triton(x) or x.numel() == 0:
-        return lightconv_ref(x, weight, padding_l, dropconnect, training)
     _check(x, weight, padding_l)
-    reason = _unsupported(x, weight)
-    if reason is not None:
-        refuse_or_fall_back("lightconv", reason)
+    if not kernel_takes("lightconv", x, lambda: _unsupported(x, weight)):
         return lightconv_ref(x, weight, padding_l, dropconnect, training)
     kernel = normalized_kernel(weight, torch.float32, dropconnect, training)  # (H, K)
     return LightConvFunction.apply(x, kernel, padding_l)

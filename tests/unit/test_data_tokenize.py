@@ -1,7 +1,14 @@
 from pathlib import Path
 
 from convtrans.data.tokenize import (
-    BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTokenizer, TextProcessor, normalize_whitespace, train_sentencepiece,
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    SubwordTokenizer,
+    TextProcessor,
+    normalize_whitespace,
+    train_sentencepiece,
 )
 from tests.conftest import make_pairs
 

@@ -21,15 +21,6 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 VOCAB = 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and immune to a busy machine's oversubscribed cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(family: str = "transformer", vocab: int = VOCAB, seed: int = 0, **changes) -> EncoderDecoder:
     config = load_preset(f"tiny_{family}", src_vocab_size=vocab, tgt_vocab_size=vocab)
     small = dict(d_model=16, encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_heads=2, decoder_heads=2,

@@ -16,15 +16,6 @@ from convtrans.model import MIXERS, DecoderLayer, EncoderDecoder, EncoderLayer
 D = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and immune to a busy machine's oversubscribed cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(**changes) -> ModelConfig:
     small = dict(src_vocab_size=20, tgt_vocab_size=20, d_model=D, encoder_layers=1, decoder_layers=1,
                  encoder_ffn_dim=12, decoder_ffn_dim=12, encoder_heads=2, decoder_heads=2, cross_heads=2,

@@ -17,15 +17,6 @@ D, H = 12, 3
 DH = D // H
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and immune to a busy machine's oversubscribed cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mha(seed: int = 0) -> MultiheadAttention:
     torch.manual_seed(seed)
     mha = MultiheadAttention(width=D, heads=H).double().eval()

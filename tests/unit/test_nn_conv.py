@@ -15,15 +15,6 @@ D, CONV, HEADS = 8, 6, 3
 KINDS = ["lightconv", "dynamicconv"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and immune to a busy machine's oversubscribed cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mixer(kind: str, kernel_size: int = 3, causal: bool = True, glu: bool = True, **kwargs) -> ConvMixer:
     torch.manual_seed(0)
     mixer = ConvMixer(d_model=D, conv_dim=CONV, heads=HEADS, kernel_size=kernel_size, kind=kind, glu=glu,

@@ -16,15 +16,6 @@ D, ATTN, HEADS, K = 12, 4, 2, 3
 KINDS = [("lightconv", False), ("dynamicconv", True)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and immune to a busy machine's oversubscribed cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _lsra(kind: str = "lightconv", glu: bool = False, causal: bool = False, attn_dim: int = ATTN) -> LSRAMixer:
     torch.manual_seed(0)
     return LSRAMixer(d_model=D, attn_dim=attn_dim, heads=HEADS, kernel_size=K, conv_kind=kind, glu=glu,

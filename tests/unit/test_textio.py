@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from convtrans.errors import UserError
-from convtrans.inference.textio import OutputSink, chunks, input_lines, remove_stale_temps, temp_prefix
+from convtrans.atomic import remove_stale_temps, temp_prefix
+from convtrans.inference.textio import OutputSink, chunks, input_lines
 
 
 def test_chunks_by_window_and_by_waiting_input() -> None:
