@@ -240,15 +240,17 @@ def read(path: Path, verify: bool = True) -> Checkpoint:
 
 
 def load_model(path: Path, device: str | torch.device = "cpu", purpose: str = "inference",
-               budget_device: str | torch.device | None = None) -> tuple[Any, Checkpoint]:
+               budget_device: str | torch.device | None = None,
+               checkpoint: Checkpoint | None = None) -> tuple[Any, Checkpoint]:
     """Build the model a checkpoint describes and load its weights (in fp32).
 
     The model's memory for `purpose` ("inference" or "training") is checked against what
-    `budget_device` (default: `device`) has free before anything is allocated."""
+    `budget_device` (default: `device`) has free before anything is allocated. `checkpoint`: the
+    result of `read(path)` when the caller has it already (it verified the files)."""
     from convtrans.model import EncoderDecoder
     from convtrans.resources import check_fits
 
-    checkpoint = read(path)
+    checkpoint = checkpoint or read(path)
     if checkpoint.export:
         raise UserError(f"{path} is an exported model ({checkpoint.export['format']}); it runs with translate, "
                         "not as a checkpoint")
@@ -283,7 +285,8 @@ def load_weights_into(model: torch.nn.Module, path: Path) -> None:
     except (SafetensorError, OSError, RuntimeError) as err:
         raise UserError(f"{file}: cannot load weights ({str(err).splitlines()[0]})") from None
     if missing or unexpected:
-        raise UserError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(f"{path}: weights do not match the config (missing {sorted(missing)[:3]}, "
+                        f"unexpected {sorted(unexpected)[:3]})")
 
 
 def load_train_state(path: Path) -> dict[str, Any]:

@@ -81,4 +81,4 @@ def load_for_inference(path: Path, device: torch.device) -> tuple[Any, ckpt.Chec
     checkpoint = ckpt.read(path)
     if checkpoint.export:
         return ExportedModel(checkpoint, device), checkpoint
-    return ckpt.load_model(path, device)
+    return ckpt.load_model(path, device, checkpoint=checkpoint)
