@@ -104,3 +104,17 @@ def test_weights_of_another_shape_are_named_in_one_line(model_copy: Path, tmp_pa
     assert result.exit_code == 1
     line = one_line_error(result.stderr)
     assert "weights do not match the config: decoder.0.ffn.fc1.bias is" in line and "more)" in line
+
+
+def test_weights_missing_for_a_layer_are_named_in_one_line(model_copy: Path) -> None:
+    """A config with one more layer than its weights (this used to crash on a set of names)."""
+    config = _config(model_copy)
+    model = config["model"]
+    layers = model["encoder_layers"]
+    model["encoder_layers"] = layers + 1
+    if len(model["encoder_kernel_sizes"]) > 1:
+        model["encoder_kernel_sizes"] = model["encoder_kernel_sizes"] + model["encoder_kernel_sizes"][-1:]
+    _write_config(model_copy, config)
+    result = _translate(model_copy)
+    assert result.exit_code == 1
+    assert f"weights do not match the config (missing ['encoder.{layers}." in one_line_error(result.stderr)
