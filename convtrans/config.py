@@ -122,6 +122,9 @@ class ModelConfig(_Serializable):
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0  # after the FFN's ReLU (fairseq's relu_dropout)
     weight_dropout: float = 0.0  # DropConnect on normalized conv kernels
+    # LightConv's DropConnect mask: "shared" draws one per (head, tap) for the whole batch (free in a
+    # fused kernel); "position" draws one per (batch, step, head, tap), as fairseq's LightConv does
+    lightconv_dropconnect: str = "shared"
     input_dropout: float = 0.0  # on the input of a conv block
     # structure
     normalize_before: bool = False  # pre-norm (True) or post-norm (False)
@@ -175,6 +178,7 @@ class ModelConfig(_Serializable):
             need(attn % self.lsra_heads == 0 and (self.d_model - attn) % self.lsra_heads == 0, "lsra_heads",
                  "must divide both branch widths")
             need(self.lsra_conv in ("lightconv", "dynamicconv"), "lsra_conv", "must be lightconv or dynamicconv")
+        need(self.lightconv_dropconnect in ("shared", "position"), "lightconv_dropconnect", "must be shared or position")
         if "synthesizer" in (self.encoder_mixer, self.decoder_mixer):
             need(len(self.synth_parts) > 0 and all(p in SYNTH_PARTS for p in self.synth_parts), "synth_parts",
                  f"each part must be one of {', '.join(SYNTH_PARTS)}")

@@ -36,7 +36,8 @@ def _conv(kind: str) -> Callable[[ModelConfig, str, int, bool], nn.Module]:
     def build(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
         return ConvMixer(d_model=cfg.d_model, conv_dim=cfg.conv_width, heads=getattr(cfg, f"{side}_heads"),
                          kernel_size=cfg.kernel_size(side, layer), kind=kind, glu=getattr(cfg, f"{side}_glu"),
-                         causal=causal, weight_dropout=cfg.weight_dropout, input_dropout=cfg.input_dropout)
+                         causal=causal, weight_dropout=cfg.weight_dropout, input_dropout=cfg.input_dropout,
+                         dropconnect_per_position=cfg.lightconv_dropconnect == "position")
     return build
 
 
@@ -49,7 +50,8 @@ def _synthesizer(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Mo
 def _lsra(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
     return LSRAMixer(d_model=cfg.d_model, attn_dim=cfg.lsra_attention_width, heads=cfg.lsra_heads,
                      kernel_size=cfg.kernel_size(side, layer), conv_kind=cfg.lsra_conv, glu=getattr(cfg, f"{side}_glu"),
-                     causal=causal, attention_dropout=cfg.attention_dropout, weight_dropout=cfg.weight_dropout)
+                     causal=causal, attention_dropout=cfg.attention_dropout, weight_dropout=cfg.weight_dropout,
+                     dropconnect_per_position=cfg.lightconv_dropconnect == "position")
 
 
 class _AttentionMixer(nn.Module):

@@ -29,7 +29,7 @@ class ConvMixer(nn.Module):
 
     def __init__(self, *, d_model: int, conv_dim: int, heads: int, kernel_size: int, kind: str, glu: bool,
                  causal: bool, weight_dropout: float = 0.0, input_dropout: float = 0.0,
-                 out_dim: int | None = None) -> None:
+                 out_dim: int | None = None, dropconnect_per_position: bool = False) -> None:
         """Keyword-only: eight numbers and flags in a row are easy to pass in the wrong order."""
         super().__init__()
         if kind not in ("lightconv", "dynamicconv"):
@@ -38,6 +38,7 @@ class ConvMixer(nn.Module):
             raise ValueError(f"conv width {conv_dim} is not divisible by {heads} heads")
         self.kind, self.heads, self.kernel_size, self.glu, self.causal = kind, heads, kernel_size, glu, causal
         self.weight_dropout, self.input_dropout = weight_dropout, input_dropout
+        self.dropconnect_per_position = dropconnect_per_position
         self.padding_l = kernel_size - 1 if causal else kernel_size // 2
         self.linear1 = xavier_linear(d_model, 2 * conv_dim if glu else conv_dim)
         if kind == "lightconv":
@@ -49,9 +50,14 @@ class ConvMixer(nn.Module):
 
     def _conv(self, x: torch.Tensor, padding_l: int) -> torch.Tensor:
         """The op on (B, T, C) with the given left padding."""
-        if self.kind == "lightconv":
-            return ops.lightconv(x, self.weight, padding_l, self.weight_dropout, self.training)
         batch, time, _ = x.shape
+        if self.kind == "lightconv":
+            if self.dropconnect_per_position and self.training and self.weight_dropout > 0:
+                # fairseq's granularity: the shared kernel's logits broadcast to every (b, t), so the
+                # dynamic op's softmax gives the same taps and its DropConnect draws per (b, t, h, k)
+                logits = self.weight.expand(batch, time, *self.weight.shape)
+                return ops.dynamicconv(x, logits, padding_l, self.weight_dropout, self.training)
+            return ops.lightconv(x, self.weight, padding_l, self.weight_dropout, self.training)
         logits = self.weight_linear(x).view(batch, time, self.heads, self.kernel_size)  # (B, T, H, K)
         return ops.dynamicconv(x, logits, padding_l, self.weight_dropout, self.training)
 

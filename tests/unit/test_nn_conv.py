@@ -135,3 +135,32 @@ def test_cache_holds_the_last_inputs_of_the_conv() -> None:
     assert isinstance(cache, ConvCache)
     conv_input = torch.nn.functional.glu(mixer.linear1(x), dim=-1)  # (1, 2, CONV)
     torch.testing.assert_close(cache.prev, torch.cat([torch.zeros(1, 1, CONV, dtype=x.dtype), conv_input], 1))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_lightconv_position_dropconnect_masks_each_step_like_fairseq(causal: bool) -> None:
+    """`dropconnect_per_position` draws a mask per (b, t, h, k) over the same softmax taps: the
+    output equals the conv with that explicit per-position kernel, steps of one sequence get
+    different masks (the shared mask would give a position-independent kernel), and in eval mode
+    both granularities are the same plain LightConv."""
+    import torch.nn.functional as F
+
+    from convtrans.ops.dynamicconv import dynamicconv_apply_ref
+
+    shared = _mixer("lightconv", kernel_size=3, causal=causal, weight_dropout=0.5)
+    per_position = _mixer("lightconv", kernel_size=3, causal=causal, weight_dropout=0.5, dropconnect_per_position=True)
+    x = _x(2, 6, seed=3)
+    with torch.no_grad():
+        assert torch.equal(shared(x)[0], per_position(x)[0])  # eval: no DropConnect
+    per_position.train()
+    torch.manual_seed(7)
+    out, _ = per_position(x)
+    torch.manual_seed(7)  # rebuild the same draws by hand: input dropout (p=0) draws nothing
+    conv_in = per_position.linear1(x)
+    conv_in = F.glu(conv_in, dim=-1)
+    taps = torch.softmax(per_position.weight, dim=-1).expand(2, 6, HEADS, 3)
+    kernel = F.dropout(taps, 0.5, training=True)
+    padding_l = 2 if causal else 1
+    expected = per_position.linear2(dynamicconv_apply_ref(conv_in, kernel, padding_l))
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(kernel[0, 0], kernel[0, 1]) or not torch.equal(kernel[0, 1], kernel[0, 2])
