@@ -303,7 +303,7 @@ def _generation_overrides(**options: Any) -> dict[str, Any]:
 
 def _run_generation(task: str, model: str | None, input_path: Path | None, output: Path | None,
                     overrides: dict[str, Any], n_best: int, scores: bool, batch_tokens: int, device: str,
-                    jsonl_field: str | None = None) -> None:
+                    jsonl_field: str | None = None, split: bool | None = None) -> None:
     """The translate/summarize loop: stream lines through Translator.translate_iterable (the same
     path as the Python API), write one output line per input line (n-best: Moses format)."""
     from convtrans.console import stderr
@@ -314,10 +314,15 @@ def _run_generation(task: str, model: str | None, input_path: Path | None, outpu
         stderr.print(f"warning: line {line} has {length:,} subwords but the model reads at most {limit:,}: "
                      f"the last {length - limit:,} were dropped")
 
+    def note_cut(line: int, length: int, limit: int) -> None:
+        stderr.print(f"note: line {line} has a sentence of {length:,} subwords, more than the model reads at once "
+                     f"({limit:,}): it was translated in pieces")
+
     interactive = input_path is None or str(input_path) == "-"
     with OutputSink(output) as sink, stop_when_stdout_closes():  # a bad --output fails before any work
         kind = Summarizer if task == "summarize" else Translator
-        translator = kind(model, device, batch_tokens=batch_tokens, on_truncate=warn_truncated)
+        translator = kind(model, device, batch_tokens=batch_tokens, on_truncate=warn_truncated, split=split,
+                          on_cut=note_cut)
         config = translator.search_config(**overrides, n_best=max(n_best, 1))
         window = 1 if interactive and sys.stdin.isatty() else 256
         results = translator.translate_iterable(input_lines(input_path, jsonl_field), window, config,
@@ -352,12 +357,15 @@ def translate(
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     batch_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 4096,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    split: Annotated[bool, typer.Option("--split/--no-split", help="Translate each sentence of a line (and an over-long sentence in pieces), then join them; --no-split reads a line as one sentence and drops what is over the model's limit.")] = True,
 ) -> None:
-    """Translate lines from stdin or a file; line N in gives line N out (empty lines stay empty)."""
+    """Translate lines from stdin or a file; line N in gives line N out (empty lines stay empty).
+    Each line is split into sentences, translated, and joined back with its own spacing."""
     overrides = _generation_overrides(beam=beam, lenpen=lenpen, min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
                                       no_repeat_ngram=no_repeat_ngram, sampling=sampling, temperature=temperature,
                                       top_k=top_k, top_p=top_p, seed=seed)
-    _run_generation("translate", model, input_path, output, overrides, n_best, scores, batch_tokens, device)
+    _run_generation("translate", model, input_path, output, overrides, n_best, scores, batch_tokens, device,
+                    split=split)
 
 
 @app.command()

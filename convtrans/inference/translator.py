@@ -10,9 +10,13 @@ Lines are prepared exactly as at training time (whitespace normalization, option
 lowercasing, sentencepiece), sorted by length within a window and grouped into batches of at
 most `batch_tokens` source tokens (fewer when memory is short), decoded, and returned in input
 order. Blank (or whitespace-only) lines give empty results without touching the model, so line N
-in is line N out. Sources longer than the model accepts are truncated to its limit (the
-`on_truncate(line, length, limit)` callback is told). `convtrans translate` and `summarize` run
-through `translate_iterable`: the CLI and this API are one path.
+in is line N out. A Translator splits each line into sentences and translates them as separate
+sources of the same batches (a sentence-level model garbles a paragraph), cutting a sentence over
+the model's limit into pieces, and joins the outputs with the line's own whitespace (segment.py);
+`split=False` reads each line as one source and truncates it to the limit (the
+`on_truncate(line, length, limit)` callback is told), which is what a Summarizer does by default.
+`convtrans translate` and `summarize` run through `translate_iterable`: the CLI and this API are
+one path.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 
 from convtrans.config import GenerateConfig
 from convtrans.data.tokenize import SubwordTokenizer, TextProcessor
+from convtrans.inference.segment import LinePlan, plan_line
 from convtrans.inference.textio import chunks
 from convtrans.resources import pick_device, sentences_per_batch
 from convtrans.zoo import default_model, resolve_model
@@ -40,6 +45,7 @@ class Translation:
     score: float = 0.0
     alternatives: list[tuple[str, float]] = field(default_factory=list)  # n-best (text, score), best first
     blank: bool = False  # the input line was blank: nothing was translated (its output line stays empty)
+    pieces: int = 1  # how many pieces (sentences, or parts of a sentence over the limit) were translated
 
 
 class Translator:
@@ -49,11 +55,16 @@ class Translator:
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", generate: GenerateConfig | None = None,
                  batch_tokens: int = 4096, on_truncate: Callable[[int, int, int], None] | None = None,
+                 split: bool | None = None, on_cut: Callable[[int, int, int], None] | None = None,
                  **search: Any) -> None:
         """`model`: a checkpoint or exported directory, or the name of a shipped model (default: the
         shipped one for this task). `search`: decoding options over the model's defaults (beam,
         lenpen, n_best, min_len, max_len_a, max_len_b, no_repeat_ngram, sampling, temperature,
-        top_k, top_p, seed, max_source_len); `generate` replaces the defaults whole."""
+        top_k, top_p, seed, max_source_len); `generate` replaces the defaults whole. `split`
+        (default: on for a translation model, off for a summarization model): translate each sentence of a line, and
+        a sentence over the model's limit in pieces, then join them (`on_cut(line, length, limit)`
+        is told of a cut sentence); off, a line is one source and its tail over the limit is
+        dropped (`on_truncate(line, length, limit)` is told)."""
         from convtrans.inference.exported import load_for_inference
 
         self.device = pick_device(device)
@@ -68,6 +79,8 @@ class Translator:
         self.batch_tokens = batch_tokens
         self.on_truncate = on_truncate or (lambda line, length, limit: None)
         self.model_source_limit = self.model.config.max_source_len
+        self.split = data.task != "summarization" if split is None else split  # a document is read whole
+        self.on_cut = on_cut or (lambda line, length, limit: None)
 
     def search_config(self, **overrides: Any) -> GenerateConfig:
         """This translator's decoding options with `overrides`; asking for n_best above the beam
@@ -82,32 +95,73 @@ class Translator:
         config = self.search_config(**search) if search else None
         return [result.text for result in self.translate_batch(lines, config)]
 
-    def _encode(self, lines: Sequence[str], first_line: int, limit: int) -> list[list[int]]:
-        ids = self.src_tok.encode([self.src_text.pre(line) for line in lines])
+    def _encode(self, pieces: Sequence[str], line_numbers: Sequence[int], limit: int) -> list[list[int]]:
+        """Subword ids of each piece, truncated to `limit` (the line's number is reported)."""
+        ids = self.src_tok.encode([self.src_text.pre(piece) for piece in pieces])
         for offset, seq in enumerate(ids):
             if len(seq) > limit:
-                self.on_truncate(first_line + offset, len(seq), limit)
+                self.on_truncate(line_numbers[offset], len(seq), limit)
                 ids[offset] = seq[:limit]
         return ids
 
     def _decode(self, tokens: Sequence[int]) -> str:
         return self.tgt_text.post(self.tgt_tok.decode(list(tokens)))
 
+    def count_subwords(self, text: str) -> int:
+        """Source subwords of `text` as the model reads it (the limit is in these)."""
+        return len(self.src_tok.encode([self.src_text.pre(text)])[0])
+
+    def source_limit(self, config: GenerateConfig) -> int:
+        return min(self.model_source_limit, config.max_source_len or self.model_source_limit)
+
     @torch.inference_mode()
     def translate_batch(self, lines: Sequence[str], generate: GenerateConfig | None = None,
                         first_line: int = 1) -> list[Translation]:
         """Translate any number of lines; results are in input order. `first_line` numbers lines in
-        truncation reports."""
+        truncation and cut reports. With `split`, each line's sentences (and the pieces of a
+        sentence over the limit) are translated as pieces of one batch and joined back."""
+        config = generate or self.generate_config
+        limit = self.source_limit(config)
+        results: list[Translation | None] = [None] * len(lines)
+        plans: dict[int, LinePlan] = {}
+        for i, line in enumerate(lines):
+            if not line.strip():
+                results[i] = Translation("", blank=True)
+                continue
+            plans[i] = plan_line(line, self.source, self.count_subwords, limit, self.split)
+            if plans[i].longest:
+                self.on_cut(first_line + i, plans[i].longest, limit)
+        owners = [(i, first_line + i) for i, plan in plans.items() for _ in plan.pieces]
+        pieces = [piece for plan in plans.values() for piece in plan.pieces]
+        outputs = iter(self._translate_pieces(pieces, [line for _, line in owners], config))
+        for i, plan in plans.items():
+            parts = [next(outputs) for _ in plan.pieces]
+            results[i] = parts[0] if not self.split else self._joined(plan, parts)
+        assert all(result is not None for result in results)  # blank lines above, the rest in the loop
+        return cast(list[Translation], results)
+
+    @staticmethod
+    def _joined(plan: LinePlan, parts: list[Translation]) -> Translation:
+        """One line's result from its pieces' results: texts in the pieces' places (the line's
+        own whitespace around them), tokens concatenated, the score the mean of the pieces'. A
+        line of several pieces has no n-best list beyond its one joined text."""
+        text = plan.join([part.text for part in parts])
+        if len(parts) == 1:
+            return Translation(text, parts[0].tokens, parts[0].score,
+                               [(plan.join([alt]), score) for alt, score in parts[0].alternatives], pieces=1)
+        score = sum(part.score for part in parts) / len(parts)
+        tokens = [token for part in parts for token in part.tokens]
+        return Translation(text, tokens, score, [(text, score)], pieces=len(parts))
+
+    def _translate_pieces(self, pieces: list[str], line_numbers: list[int],
+                          config: GenerateConfig) -> list[Translation]:
+        """The model's output for each piece (non-blank), in order; sorted by length into batches."""
         from convtrans.inference.generate import generate as run_generate
 
-        config = generate or self.generate_config
-        results: list[Translation | None] = [None] * len(lines)
-        todo = [i for i, line in enumerate(lines) if line.strip()]
-        for i in set(range(len(lines))) - set(todo):
-            results[i] = Translation("", blank=True)
-        limit = min(self.model_source_limit, config.max_source_len or self.model_source_limit)
-        encoded = dict(zip(todo, self._encode([lines[i] for i in todo], first_line, limit))) if todo else {}
-        todo.sort(key=lambda i: len(encoded[i]), reverse=True)  # similar lengths batch together
+        limit = self.source_limit(config)
+        results: list[Translation | None] = [None] * len(pieces)
+        encoded = self._encode(pieces, line_numbers, limit)
+        todo = sorted(range(len(pieces)), key=lambda i: len(encoded[i]), reverse=True)  # similar lengths together
         pad, eos = self.model.config.pad_id, self.model.config.eos_id
         start = 0
         rows_per_sentence = config.n_best if config.sampling else config.beam
@@ -125,7 +179,6 @@ class Translator:
                 best = hypotheses[0]
                 results[i] = Translation(self._decode(best.tokens), list(best.tokens), float(best.score),
                                          [(self._decode(h.tokens), float(h.score)) for h in hypotheses])
-        assert all(result is not None for result in results)  # blank lines above, the rest in the loop
         return cast(list[Translation], results)
 
     def translate_iterable(self, lines: Iterable[str], window: int = 256, generate: GenerateConfig | None = None,

@@ -77,3 +77,49 @@ def test_main_job_command_works_offline() -> None:
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "man" in result.stdout.lower() and result.stdout.count("\n") == 1
+
+
+PARAGRAPH = ["Ein Mann fährt Fahrrad.", "Eine Frau liest ein Buch im Park.", "Zwei Kinder spielen am Strand."]
+PARAGRAPH_WORDS = [{"bicycle", "bike"}, {"book"}, {"beach"}]
+
+
+def _words(text: str) -> set[str]:
+    return {w.strip(".,!?;:").lower() for w in text.split()}
+
+
+def test_a_paragraph_on_one_line_translates_every_sentence() -> None:
+    """The issue's example: three sentences on one line give three translations, each the one the
+    sentence gets alone, joined with the line's spacing; --no-split gives the old garbled line."""
+    translator = Translator(default_model("translate"), device="cpu")
+    alone = translator.translate(PARAGRAPH)
+    assert all(_words(out) & words for out, words in zip(alone, PARAGRAPH_WORDS)), alone
+    line = " ".join(PARAGRAPH)
+    assert translator.translate([line]) == [" ".join(alone)]
+    whole = Translator(default_model("translate"), device="cpu", split=False).translate([line])[0]
+    assert whole != " ".join(alone)  # one source: the model writes one (garbled) sentence
+
+
+def test_a_sentence_over_the_limit_loses_no_clause() -> None:
+    """Over the limit (12 subwords here), a sentence is cut at its commas and every clause is
+    translated; without splitting the tail is dropped."""
+    translator = Translator(default_model("translate"), device="cpu", max_source_len=12)
+    line = "Ein Mann fährt Fahrrad, eine Frau liest ein Buch im Park, zwei Kinder spielen am Strand."
+    assert translator.count_subwords(line) > 12
+    result = translator.translate_batch([line])[0]
+    assert result.pieces == 3 and all(_words(result.text) & words for words in PARAGRAPH_WORDS), result.text
+    truncated = Translator(default_model("translate"), device="cpu", max_source_len=12, split=False)
+    assert "beach" not in _words(truncated.translate([line])[0])
+
+
+def test_cli_keeps_lines_blank_lines_and_edge_whitespace() -> None:
+    text = f"{' '.join(PARAGRAPH)}\n\n  {PARAGRAPH[0]}  \n{PARAGRAPH[2]}\n"
+    result = subprocess.run([sys.executable, "-m", "convtrans", "translate"], input=text, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert len(lines) == 5 and lines[1] == "" and lines[4] == ""  # 4 lines in, 4 out (+ the final newline)
+    assert all(_words(lines[0]) & words for words in PARAGRAPH_WORDS), lines[0]
+    assert lines[2].startswith("  ") and lines[2].endswith("  ") and not lines[2].startswith("   ")
+    no_split = subprocess.run([sys.executable, "-m", "convtrans", "translate", "--no-split"], input=text,
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert no_split.returncode == 0 and no_split.stdout.split("\n")[2] == lines[2].strip()

@@ -72,14 +72,50 @@ def test_translate_iterable_streams_in_windows(translator: Translator) -> None:
 
 
 def test_truncation_is_reported_and_equals_translating_the_cut_source(model_dir: Path) -> None:
+    """Without splitting (today's summarizer behaviour, `--no-split`), the tail is dropped."""
     reports: list[tuple[int, int, int]] = []
-    translator = Translator(model_dir, device="cpu", on_truncate=lambda *report: reports.append(report))
+    translator = Translator(model_dir, device="cpu", on_truncate=lambda *report: reports.append(report), split=False)
     long_line = " ".join([LINES[0]] * 20)
     short = translator.translate_batch([long_line], GenerateConfig(beam=2, max_source_len=12), first_line=7)[0]
     assert reports and reports[0][0] == 7 and reports[0][2] == 12 and reports[0][1] > 12
     pieces = translator.src_tok.sp.encode(translator.src_text.pre(long_line))[:12]
     cut = translator.src_tok.decode(pieces)
     assert short.text == translator.translate_batch([cut], GenerateConfig(beam=2))[0].text
+
+
+def test_split_lines_translate_each_sentence_and_keep_the_spacing(translator: Translator) -> None:
+    """A line of several sentences gives each sentence's own translation, joined with the line's
+    own spacing (and its whitespace at both ends); line count and blank lines are kept."""
+    alone = translator.translate(LINES[:3])
+    paragraph = f"  {LINES[0]} {LINES[1]}   {LINES[2]}\t"
+    results = translator.translate_batch(["", paragraph, "   ", LINES[3]])
+    assert [r.blank for r in results] == [True, False, True, False]
+    assert results[1].text == f"  {alone[0]} {alone[1]}   {alone[2]}\t" and results[1].pieces == 3
+    assert results[3].text == translator.translate([LINES[3]])[0] and results[3].pieces == 1
+
+
+def test_a_sentence_over_the_limit_is_translated_in_pieces_not_cut(model_dir: Path) -> None:
+    """With splitting, nothing is dropped: a sentence over the limit becomes pieces of at most the
+    limit (each translated), the cut is reported, and nothing is truncated."""
+    cuts: list[tuple[int, int, int]] = []
+    truncations: list[tuple[int, int, int]] = []
+    translator = Translator(model_dir, device="cpu", on_cut=lambda *r: cuts.append(r),
+                            on_truncate=lambda *r: truncations.append(r))
+    words = LINES[0].rstrip(".").split()
+    long_sentence = ", ".join(" ".join(words) for _ in range(6)) + "."
+    config = GenerateConfig(beam=2, max_source_len=12)
+    result = translator.translate_batch([long_sentence], config, first_line=4)[0]
+    assert not truncations and cuts and cuts[0][0] == 4 and cuts[0][2] == 12 and cuts[0][1] > 12
+    plan = translator_plan(translator, long_sentence, 12)
+    assert result.pieces == len(plan.pieces) > 1
+    assert all(translator.count_subwords(piece) <= 12 for piece in plan.pieces)
+    assert result.text == plan.join(translator.translate(plan.pieces, beam=2, max_source_len=12))
+
+
+def translator_plan(translator: Translator, line: str, limit: int):
+    from convtrans.inference.segment import plan_line
+
+    return plan_line(line, translator.source, translator.count_subwords, limit, split=True)
 
 
 def test_load_picks_the_class_by_task(model_dir: Path) -> None:
