@@ -303,7 +303,7 @@ def _generation_overrides(**options: Any) -> dict[str, Any]:
 
 def _run_generation(task: str, model: str | None, input_path: Path | None, output: Path | None,
                     overrides: dict[str, Any], n_best: int, scores: bool, batch_tokens: int, device: str,
-                    jsonl_field: str | None = None, split: bool | None = None) -> None:
+                    jsonl_field: str | None = None, split: bool = True) -> None:
     """The translate/summarize loop: stream lines through Translator.translate_iterable (the same
     path as the Python API), write one output line per input line (n-best: Moses format)."""
     from convtrans.console import stderr
@@ -315,8 +315,9 @@ def _run_generation(task: str, model: str | None, input_path: Path | None, outpu
                      f"the last {length - limit:,} were dropped")
 
     def note_cut(line: int, length: int, limit: int) -> None:
-        stderr.print(f"note: line {line} has a sentence of {length:,} subwords, more than the model reads at once "
-                     f"({limit:,}): it was translated in pieces")
+        what, done = ("a sentence of", "it was translated in pieces") if task == "translate" else ("", "summarized in chunks")
+        stderr.print(f"note: line {line} has {what} {length:,} subwords, more than the model reads at once "
+                     f"({limit:,}): {done}".replace("has  ", "has "))
 
     interactive = input_path is None or str(input_path) == "-"
     with OutputSink(output) as sink, stop_when_stdout_closes():  # a bad --output fails before any work
@@ -381,15 +382,17 @@ def summarize(
     max_len_a: Annotated[float | None, typer.Option(help="Max length = a * source length + b.")] = None,
     max_len_b: Annotated[int | None, typer.Option(help="Max length = a * source length + b.")] = None,
     no_repeat_ngram: Annotated[int | None, typer.Option(help="Block repeated n-grams (trigram blocking: 3).")] = None,
-    max_source_len: Annotated[int | None, typer.Option(help="Truncate documents to this many subwords.")] = None,
+    max_source_len: Annotated[int | None, typer.Option(help="Read documents in pieces of at most this many subwords (with --no-split: truncate them to it).")] = None,
     scores: Annotated[bool, typer.Option("--scores", help="Prefix each line with its score and a tab.")] = False,
     batch_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 8192,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    split: Annotated[bool, typer.Option("--split/--no-split", help="Summarize a document longer than the model reads in chunks and join the summaries; --no-split truncates it.")] = True,
 ) -> None:
     """Summarize documents (one per line, or a JSON-lines field); one summary line per document."""
     overrides = _generation_overrides(beam=beam, lenpen=lenpen, min_len=min_len, max_len_a=max_len_a, max_len_b=max_len_b,
                                       no_repeat_ngram=no_repeat_ngram, max_source_len=max_source_len)
-    _run_generation("summarize", model, input_path, output, overrides, 1, scores, batch_tokens, device, jsonl_field)
+    _run_generation("summarize", model, input_path, output, overrides, 1, scores, batch_tokens, device, jsonl_field,
+                    split=split)
 
 
 @app.command()

@@ -12,7 +12,7 @@ Sentences come from sentencex (Wikimedia; MIT; ~300 languages, rule-based with p
 abbreviation lists, no model download). benchmarks/sentence_split.py chose it against pysbd,
 blingfire, syntok and Moses' splitter (sentence-splitter) on lines of 2-4 real sentences:
 sentencex got 97.0% of German news lines exactly right (pysbd 98.0%, the others 90-92%) at 200x
-pysbd's speed; numbers in docs/sentence_splitting.md.
+pysbd's speed; numbers in docs/long_text.md.
 """
 
 from __future__ import annotations
@@ -131,12 +131,19 @@ def _cut_characters(word: str, count: Callable[[str], int], limit: int) -> list[
     return pieces
 
 
-def plan_line(line: str, language: str, count: Callable[[str], int], limit: int, split: bool) -> LinePlan:
-    """How to translate one non-blank line: its sentences (when `split`), each cut to the limit."""
-    if not split:
-        stripped = line.strip()
-        start = line.find(stripped)
-        return LinePlan([stripped], [line[:start], line[start + len(stripped):]])
+def plan_line(line: str, language: str, count: Callable[[str], int], limit: int, mode: str) -> LinePlan:
+    """How to read one non-blank line. `mode`: "sentences" (translation: each sentence, cut to the
+    limit), "chunks" (summarization: the whole line if it fits, else `plan_chunks`) or "whole"
+    (one source; the caller truncates it)."""
+    if mode not in ("sentences", "chunks", "whole"):
+        raise ValueError(f"unknown mode {mode!r}")
+    stripped = line.strip()
+    start = line.find(stripped)
+    whole = LinePlan([stripped], [line[:start], line[start + len(stripped):]])
+    if mode == "whole" or (mode == "chunks" and count(stripped) <= limit):
+        return whole
+    if mode == "chunks":
+        return plan_chunks(stripped, language, count, limit, whole.gaps)
     plan = locate(line, split_sentences(line, language))
     pieces, gaps, longest = [], [plan.gaps[0]], 0
     for sentence, gap in zip(plan.pieces, plan.gaps[1:]):
@@ -148,3 +155,31 @@ def plan_line(line: str, language: str, count: Callable[[str], int], limit: int,
         gaps[-1] += inner.gaps[0]
         gaps += inner.gaps[1:-1] + [inner.gaps[-1] + gap]
     return LinePlan(pieces, gaps, longest)
+
+
+def plan_chunks(document: str, language: str, count: Callable[[str], int], limit: int,
+                ends: list[str]) -> LinePlan:
+    """A document over the limit as chunks of whole lines and sentences (a sentence over the limit
+    is cut as in translation): as few chunks as the limit allows, as even as whole sentences allow
+    (the smallest chunk size that still needs no more chunks, so the last one is not a scrap).
+    Each chunk is summarized on its own and the summaries are joined with a space (`ends` are the
+    line's own whitespace before and after).
+
+    benchmarks/long_documents.py measured this against truncation and against reading the whole
+    document past the model's training length on DialogSum dev (docs/long_text.md)."""
+    units: list[str] = []
+    for paragraph in document.split("\n"):
+        for sentence in split_sentences(paragraph, language):
+            units += cut_to_limit(sentence, count, limit)
+    counts = [count(unit) for unit in units]
+    separators = [" "] * len(units)
+    fewest = len(_pack(units, separators, counts, limit))
+    low, high = max(counts), limit  # the smallest size whose greedy packing needs `fewest` chunks
+    while low < high:
+        middle = (low + high) // 2
+        if len(_pack(units, separators, counts, middle)) <= fewest:
+            high = middle
+        else:
+            low = middle + 1
+    pieces = _pack(units, separators, counts, low)
+    return LinePlan(pieces, [ends[0], *[" "] * (len(pieces) - 1), ends[1]], longest=count(document))

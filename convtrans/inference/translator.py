@@ -10,11 +10,12 @@ Lines are prepared exactly as at training time (whitespace normalization, option
 lowercasing, sentencepiece), sorted by length within a window and grouped into batches of at
 most `batch_tokens` source tokens (fewer when memory is short), decoded, and returned in input
 order. Blank (or whitespace-only) lines give empty results without touching the model, so line N
-in is line N out. A Translator splits each line into sentences and translates them as separate
-sources of the same batches (a sentence-level model garbles a paragraph), cutting a sentence over
-the model's limit into pieces, and joins the outputs with the line's own whitespace (segment.py);
-`split=False` reads each line as one source and truncates it to the limit (the
-`on_truncate(line, length, limit)` callback is told), which is what a Summarizer does by default.
+in is line N out. With a translation model each line is split into sentences, translated as
+separate sources of the same batches (a sentence-level model garbles a paragraph), a sentence over
+the model's limit cut into pieces, and the outputs joined with the line's own whitespace; with a
+summarization model a document over the limit is summarized in chunks and the summaries joined
+(segment.py). `split=False` reads each line as one source and truncates it to the limit (the
+`on_truncate(line, length, limit)` callback is told).
 `convtrans translate` and `summarize` run through `translate_iterable`: the CLI and this API are
 one path.
 """
@@ -55,16 +56,17 @@ class Translator:
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", generate: GenerateConfig | None = None,
                  batch_tokens: int = 4096, on_truncate: Callable[[int, int, int], None] | None = None,
-                 split: bool | None = None, on_cut: Callable[[int, int, int], None] | None = None,
+                 split: bool = True, on_cut: Callable[[int, int, int], None] | None = None,
                  **search: Any) -> None:
         """`model`: a checkpoint or exported directory, or the name of a shipped model (default: the
         shipped one for this task). `search`: decoding options over the model's defaults (beam,
         lenpen, n_best, min_len, max_len_a, max_len_b, no_repeat_ngram, sampling, temperature,
         top_k, top_p, seed, max_source_len); `generate` replaces the defaults whole. `split`
-        (default: on for a translation model, off for a summarization model): translate each sentence of a line, and
-        a sentence over the model's limit in pieces, then join them (`on_cut(line, length, limit)`
-        is told of a cut sentence); off, a line is one source and its tail over the limit is
-        dropped (`on_truncate(line, length, limit)` is told)."""
+        (default on): a translation model translates each sentence of a line, and a sentence over
+        the model's limit in pieces, then joins them; a summarization model summarizes a document
+        over the limit in chunks and joins the summaries (`on_cut(line, length, limit)` is told of
+        a cut sentence or chunked document). Off, a line is one source and its tail over the limit
+        is dropped (`on_truncate(line, length, limit)` is told)."""
         from convtrans.inference.exported import load_for_inference
 
         self.device = pick_device(device)
@@ -79,7 +81,10 @@ class Translator:
         self.batch_tokens = batch_tokens
         self.on_truncate = on_truncate or (lambda line, length, limit: None)
         self.model_source_limit = self.model.config.max_source_len
-        self.split = data.task != "summarization" if split is None else split  # a document is read whole
+        self.split = split
+        # how a line is read (segment.plan_line): a translation model reads sentences; a summarizer
+        # reads a document whole, in chunks when it is over the limit
+        self.reading = ("chunks" if data.task == "summarization" else "sentences") if self.split else "whole"
         self.on_cut = on_cut or (lambda line, length, limit: None)
 
     def search_config(self, **overrides: Any) -> GenerateConfig:
@@ -128,7 +133,7 @@ class Translator:
             if not line.strip():
                 results[i] = Translation("", blank=True)
                 continue
-            plans[i] = plan_line(line, self.source, self.count_subwords, limit, self.split)
+            plans[i] = plan_line(line, self.source, self.count_subwords, limit, self.reading)
             if plans[i].longest:
                 self.on_cut(first_line + i, plans[i].longest, limit)
         owners = [(i, first_line + i) for i, plan in plans.items() for _ in plan.pieces]

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from convtrans.inference.segment import plan_line
 from convtrans.inference.translator import Translator
 from convtrans.zoo import default_model
 
@@ -123,3 +124,22 @@ def test_cli_keeps_lines_blank_lines_and_edge_whitespace() -> None:
     no_split = subprocess.run([sys.executable, "-m", "convtrans", "translate", "--no-split"], input=text,
                               capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert no_split.returncode == 0 and no_split.stdout.split("\n")[2] == lines[2].strip()
+
+
+def test_a_document_over_the_limit_is_summarized_in_chunks() -> None:
+    """Two dialogues one after the other, with the limit set under their joint length: summarized
+    in chunks (each chunk's summary, joined), so the second topic is not lost; --no-split keeps
+    only what fits and says so."""
+    (restaurant, _), (doctor, _) = DIALOGUES[0], DIALOGUES[1]
+    document = f"{restaurant}\n{doctor}"
+    summarizer = Translator(default_model("summarize"), device="cpu", max_source_len=160)
+    assert summarizer.count_subwords(restaurant) <= 160 < summarizer.count_subwords(document)
+    result = summarizer.translate_batch([document])[0]
+    plan = plan_line(document, "en", summarizer.count_subwords, 160, mode="chunks")
+    assert result.pieces == len(plan.pieces) >= 2
+    assert result.text == " ".join(summarizer.translate(plan.pieces))
+    assert _words(result.text) & {"doctor", "flu", "fever", "headache", "sick", "medicine"}, result.text
+    cut: list[tuple[int, int, int]] = []
+    truncating = Translator(default_model("summarize"), device="cpu", max_source_len=160, split=False,
+                            on_truncate=lambda *report: cut.append(report))
+    assert truncating.translate([document])[0] != result.text and cut and cut[0][2] == 160

@@ -28,7 +28,7 @@ def test_sentences_of_a_paragraph_with_abbreviations_and_ordinals() -> None:
 
 def test_plan_keeps_the_spacing_between_and_around_sentences() -> None:
     line = "  Ein Mann fährt Fahrrad.   Eine Frau liest.\t"
-    plan = plan_line(line, "de", words, limit=50, split=True)
+    plan = plan_line(line, "de", words, limit=50, mode="sentences")
     assert plan.pieces == ["Ein Mann fährt Fahrrad.", "Eine Frau liest."]
     assert plan.gaps == ["  ", "   ", "\t"] and plan.longest == 0
     assert plan.join(plan.pieces) == line
@@ -38,7 +38,7 @@ def test_plan_keeps_the_spacing_between_and_around_sentences() -> None:
 
 
 def test_without_split_a_line_is_one_piece() -> None:
-    plan = plan_line(" Eins. Zwei. ", "de", words, limit=1, split=False)
+    plan = plan_line(" Eins. Zwei. ", "de", words, limit=1, mode="whole")
     assert plan.pieces == ["Eins. Zwei."] and plan.gaps == [" ", " "]
 
 
@@ -58,7 +58,7 @@ def test_then_between_words_then_characters() -> None:
 
 def test_a_cut_sentence_is_reported_with_its_length_and_loses_nothing() -> None:
     line = "Kurz. " + ", ".join(["Ein zwei drei"] + ["ein zwei drei"] * 3) + ". Ende."
-    plan = plan_line(line, "de", words, limit=4, split=True)
+    plan = plan_line(line, "de", words, limit=4, mode="sentences")
     assert plan.longest == 12 and all(words(p) <= 4 for p in plan.pieces)
     assert plan.join(plan.pieces) == line and plan.pieces[0] == "Kurz." and plan.pieces[-1] == "Ende."
 
@@ -74,6 +74,22 @@ def test_any_line_is_pieces_within_the_limit_that_join_back(parts: list[str], li
     line = " ".join(parts)
     if not line.strip():
         return
-    plan = plan_line(line, "en", characters, limit, split=True)
+    plan = plan_line(line, "en", characters, limit, mode="sentences")
     assert plan.join(plan.pieces) == line
     assert all(0 < characters(p) <= limit for p in plan.pieces)
+
+
+def test_a_document_over_the_limit_becomes_even_chunks_of_whole_sentences() -> None:
+    """Eleven 5-word sentences, limit 40: two chunks (the fewest) of 30 and 25 words, not 40 and a
+    15-word scrap; a document within the limit stays whole."""
+    document = " ".join(f"Satz {i} hat fünf Wörter." for i in range(11))
+    plan = plan_line(f" {document}\n", "de", words, limit=40, mode="chunks")
+    assert [words(p) for p in plan.pieces] == [30, 25] and plan.longest == 55
+    assert plan.gaps == [" ", " ", "\n"] and " ".join(plan.pieces) == document
+    assert plan_line(document, "de", words, limit=55, mode="chunks").pieces == [document]
+
+
+def test_chunks_follow_the_lines_of_a_dialogue() -> None:
+    dialogue = "#Person1#: Hallo Tom, wie geht es dir heute\n#Person2#: Gut, danke\n#Person1#: Schön"
+    plan = plan_line(dialogue, "de", words, limit=6, mode="chunks")
+    assert plan.pieces == ["#Person1#: Hallo Tom,", "wie geht es dir heute", "#Person2#: Gut, danke #Person1#: Schön"]

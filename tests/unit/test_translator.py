@@ -115,7 +115,7 @@ def test_a_sentence_over_the_limit_is_translated_in_pieces_not_cut(model_dir: Pa
 def translator_plan(translator: Translator, line: str, limit: int):
     from convtrans.inference.segment import plan_line
 
-    return plan_line(line, translator.source, translator.count_subwords, limit, split=True)
+    return plan_line(line, translator.source, translator.count_subwords, limit, mode="sentences")
 
 
 def test_load_picks_the_class_by_task(model_dir: Path) -> None:
