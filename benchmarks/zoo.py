@@ -6,7 +6,7 @@ and decode speed, and the pictures.
     python benchmarks/zoo.py report                 # evaluate, time, write the tables and plots
     python benchmarks/zoo.py all                    # both
 
-Budget: the same number of updates for every run (`--updates`, 1,500 by default), not the same
+Budget: the same number of updates for every run (`--updates`, 1,000 by default), not the same
 wall-clock. On a shared 2-core machine, wall-clock depends on what else runs (the study's own
 jobs, tests, other work) and on which runs happen to share the CPU, so equal time would not be
 an equal budget; equal updates of equal batches (3,000 tokens) are, and the per-update cost is
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "multi30k"
 DEFAULT_STUDY_DIR = REPO / "runs" / "zoo"
-DEFAULT_UPDATES = 1500
+DEFAULT_UPDATES = 1000
 VALIDATE_EVERY = 100  # points on the validation curves
 SEED = 1
 
@@ -67,17 +68,34 @@ RUNS = (
 SMALL_BUDGET_PAIR = ("lite_transformer_small", "transformer_small")
 
 
+CHILDREN: set[subprocess.Popen[bytes]] = set()  # running convtrans processes, stopped with the study
+
+
 def convtrans(*args: str, threads: int = 1, log: Path | None = None) -> None:
-    """Run the convtrans CLI in a child process on `threads` threads (its log appended to `log`)."""
+    """Run the convtrans CLI in a child process on `threads` threads (its output appended to
+    `log`); raises CalledProcessError when it fails."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "convtrans", *args]
-    if log is None:
-        subprocess.run(command, env=env, check=True)
-        return
-    with open(log, "a", encoding="utf-8") as handle:
+    with open(log or os.devnull, "a", encoding="utf-8") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
-        subprocess.run(command, env=env, check=True, stdout=handle, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(command, env=env, stdout=handle if log else None, stderr=subprocess.STDOUT if log else None)
+        CHILDREN.add(child)
+        try:
+            code = child.wait()
+        finally:
+            CHILDREN.discard(child)
+    if code:
+        raise subprocess.CalledProcessError(code, command)
+
+
+def stop_children(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
+    """SIGTERM / Ctrl-C: each training saves its checkpoint on SIGTERM; wait for them, then exit."""
+    for child in list(CHILDREN):
+        child.terminate()
+    for child in list(CHILDREN):
+        child.wait()
+    os._exit(128 + signum)
 
 
 def prepare_data(study_dir: Path, data: Path, vocab_size: int) -> Path:
@@ -122,9 +140,23 @@ def train_run(run: Run, data_dir: Path, study_dir: Path, updates: int) -> str:
 
 
 def train_all(runs: list[Run], data_dir: Path, study_dir: Path, updates: int, jobs: int) -> None:
+    """Train the runs `jobs` at a time, in order; after a failure no further run starts."""
+    failed: list[str] = []
+
+    def train_one(run: Run) -> None:
+        if failed:
+            return
+        try:
+            print(train_run(run, data_dir, study_dir, updates), flush=True)
+        except subprocess.CalledProcessError as err:
+            failed.append(run.name)
+            print(f"{run.name}: convtrans train exited {err.returncode}; see {study_dir / run.name / 'train.log'}",
+                  flush=True)
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for line in pool.map(lambda run: train_run(run, data_dir, study_dir, updates), runs):
-            print(line, flush=True)
+        list(pool.map(train_one, runs))
+    if failed:
+        raise SystemExit(f"stopped: {', '.join(failed)} failed")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (one thread each)")
     parser.add_argument("--runs", default="", help="comma-separated run names (default: all)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_children)
+    signal.signal(signal.SIGINT, stop_children)
     chosen = [r for r in RUNS if not args.runs or r.name in args.runs.split(",")]
     data_dir = prepare_data(args.study_dir, args.data, args.vocab_size)
     if args.step in ("train", "all"):
