@@ -4,6 +4,7 @@ and decode speed, and the pictures.
 
     python benchmarks/zoo.py train  [--jobs 2]      # resumable: rerun to continue where it stopped
     python benchmarks/zoo.py report                 # evaluate, time, write the tables and plots
+                                                    # (time only on a quiet machine: no training running)
     python benchmarks/zoo.py all                    # both
 
 Budget: the same number of updates for every run (`--updates`, 1,000 by default), not the same
@@ -159,6 +160,125 @@ def train_all(runs: list[Run], data_dir: Path, study_dir: Path, updates: int, jo
         raise SystemExit(f"stopped: {', '.join(failed)} failed")
 
 
+# ------------------------------------------------------------------------------------ report
+def best_checkpoint(run_dir: Path) -> Path | None:
+    path = run_dir / "checkpoint_best"
+    return path if path.is_dir() else None
+
+
+def corpus_file(data: Path, side: str, split: str = "test_2016_flickr") -> Path:
+    plain = data / f"{split}.{side}"
+    return plain if plain.is_file() else plain.with_name(plain.name + ".gz")
+
+
+def evaluate_bleu(run_dir: Path, data: Path) -> dict[str, object]:
+    """Test sacreBLEU of checkpoint_best with its generation defaults (beam 5), cached in
+    test.json next to the hypotheses until checkpoint_best changes."""
+    from convtrans import checkpoint as ckpt
+    from convtrans.data.corpus import read_lines
+    from convtrans.scoring import ScoreOptions, score
+
+    best = run_dir / "checkpoint_best"
+    update = ckpt.read(best, verify=False).extra.get("update")
+    cache = run_dir / "test.json"
+    marker = (best / "model.safetensors").stat().st_mtime_ns
+    if cache.is_file():
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("checkpoint_mtime_ns") == marker:
+            return cached
+    hypotheses = run_dir / "test.hyp"
+    convtrans("translate", "-m", str(best), "-i", str(corpus_file(data, "de")), "-o", str(hypotheses),
+              "--no-split", log=run_dir / "eval.log")
+    references = list(read_lines(corpus_file(data, "en")))
+    hyps = hypotheses.read_text(encoding="utf-8").splitlines()
+    bleu = score(hyps, [references], ScoreOptions(metrics=("bleu",)))[0]
+    result = {"test_bleu": round(bleu.score, 2), "bleu_signature": bleu.signature, "checkpoint_mtime_ns": marker,
+              "checkpoint_update": update}
+    cache.write_text(json.dumps(result) + "\n", encoding="utf-8")
+    return result
+
+
+def run_record(run: Run, study_dir: Path) -> dict[str, object]:
+    """What the run's own files say: costs of its configuration, validation history."""
+    from convtrans import checkpoint as ckpt
+    from convtrans.costs import measure
+
+    run_dir = study_dir / run.name
+    config = ckpt.read(run_dir / "checkpoint_best", verify=False).model_config
+    costs = measure(config)
+    valid = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+             if line.strip() and json.loads(line).get("type") == "valid"]
+    best = min(valid, key=lambda r: r["loss"]) if valid else {}
+    return {"name": run.name, "label": run.label, "preset": run.preset, "overrides": list(run.overrides),
+            "parameters": costs.parameters, "non_embedding_parameters": costs.parameters - costs.embedding_parameters,
+            "mult_adds": costs.mult_adds, "updates": updates_done(run_dir), "best_valid_loss": best.get("loss"),
+            "best_valid_update": best.get("update")}
+
+
+def time_runs(records: list[dict[str, object]], study_dir: Path, data: Path, data_dir: Path, rounds: int) -> None:
+    """Training tokens/s (same batches, one process, rotating order) and decode tokens/s at
+    beam 5, batch 32, 20-subword outputs (rotating order, `rounds` rounds, medians), one thread."""
+    import statistics
+
+    import torch
+
+    from convtrans import checkpoint as ckpt
+    from convtrans.bench.decode import run_decode_bench
+    from convtrans.bench.train_speed import fixed_batches, time_training
+    from convtrans.config import preset_recipe
+    from convtrans.data.corpus import read_lines
+
+    torch.set_num_threads(1)
+    names = [str(r["name"]) for r in records]
+    configs = {name: ckpt.read(study_dir / name / "checkpoint_best", verify=False).model_config for name in names}
+    train_cfg, _ = preset_recipe(str(records[0]["preset"]))
+    batches = fixed_batches(data_dir, train_cfg.max_tokens, count=2)
+    train_speed = time_training(configs, batches, train_cfg, rounds=rounds)
+    lines = list(read_lines(corpus_file(data, "de")))[:96]
+    decode: dict[str, list[float]] = {name: [] for name in names}
+    for round_no in range(rounds):
+        order = names[round_no % len(names):] + names[: round_no % len(names)]
+        for name in order:
+            row = run_decode_bench([str(study_dir / name / "checkpoint_best")], lines, [5], [32], output_length=20)[0]
+            decode[name].append(row.tokens_per_s)
+    for record in records:
+        record["train_tokens_per_s"] = round(train_speed[str(record["name"])], 1)
+        record["decode_tokens_per_s"] = round(statistics.median(decode[str(record["name"])]), 1)
+
+
+def report(runs: list[Run], study_dir: Path, data: Path, data_dir: Path, out_dir: Path, timing: bool,
+           rounds: int) -> list[dict[str, object]]:
+    """Evaluate every run that has a checkpoint_best, time them (unless `timing` is off: keep the
+    previous timings), and write results.json, the runs' metrics and the pictures to `out_dir`."""
+    from convtrans.plot import plot_runs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = {}
+    if (out_dir / "results.json").is_file():
+        previous = {r["name"]: r for r in json.loads((out_dir / "results.json").read_text(encoding="utf-8"))}
+    records = []
+    for run in runs:
+        if best_checkpoint(study_dir / run.name) is None:
+            continue
+        record = run_record(run, study_dir)
+        record.update(evaluate_bleu(study_dir / run.name, data))
+        for key in ("train_tokens_per_s", "decode_tokens_per_s"):
+            record[key] = previous.get(run.name, {}).get(key)
+        records.append(record)
+        print(f"{run.name}: {record['updates']} updates, valid loss {record['best_valid_loss']}, "
+              f"test BLEU {record['test_bleu']}", flush=True)
+    if timing and records:
+        time_runs(records, study_dir, data, data_dir, rounds)
+    (out_dir / "results.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    metrics_dir = out_dir / "metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    for record in records:
+        source = study_dir / str(record["name"]) / "metrics.jsonl"
+        (metrics_dir / f"{record['name']}.jsonl").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    plot_runs([study_dir / str(r["name"]) for r in records], out_dir, "loss", out_dir / "results.json")
+    return records
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("train", "report", "all"))
@@ -168,6 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--updates", type=int, default=DEFAULT_UPDATES, help="the budget of every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (one thread each)")
     parser.add_argument("--runs", default="", help="comma-separated run names (default: all)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "zoo", help="where report writes")
+    parser.add_argument("--no-timing", dest="timing", action="store_false",
+                        help="report without timing (keeps earlier timings): for a machine that is busy")
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds (medians)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, stop_children)
     signal.signal(signal.SIGINT, stop_children)
@@ -175,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = prepare_data(args.study_dir, args.data, args.vocab_size)
     if args.step in ("train", "all"):
         train_all(chosen, data_dir, args.study_dir, args.updates, args.jobs)
+    if args.step in ("report", "all"):
+        report(chosen, args.study_dir, args.data, data_dir, args.out, args.timing, args.rounds)
 
 
 if __name__ == "__main__":

@@ -419,6 +419,25 @@ def export(
 
 
 
+@app.command()
+@friendly_errors
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (each with its metrics.jsonl).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path("plots"),
+    metric: Annotated[str, typer.Option(help="Validation metric to draw: loss, nll, ppl, bleu or rouge.")] = "loss",
+    results: Annotated[Path | None, typer.Option(help="A results JSON (rows with label, test_bleu, mult_adds, decode_tokens_per_s) for the BLEU vs cost plots.")] = None,
+) -> None:
+    """Draw validation curves of training runs (and BLEU vs cost from a results table) as PNG
+    files; needs the `plot` extra (matplotlib)."""
+    from convtrans.console import stderr
+    from convtrans.plot import plot_runs
+
+    if metric not in ("loss", "nll", "ppl", "bleu", "rouge"):
+        raise UserError(f"--metric must be loss, nll, ppl, bleu or rouge, got {metric!r}")
+    for path in plot_runs(run_dirs, out, metric, results):
+        stderr.print(f"wrote {path}")
+
+
 bench_app = typer.Typer(help="Benchmarks: conv kernels (Triton vs PyTorch) and layers.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

@@ -1,0 +1,47 @@
+"""The zoo study command end to end on a tiny budget (benchmarks/zoo.py): data to report, and a
+second invocation resumes instead of starting over."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_pairs, write_split
+
+pytestmark = pytest.mark.integration
+ZOO = Path(__file__).resolve().parents[2] / "benchmarks" / "zoo.py"
+
+
+def study(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ZOO), *args, "--study-dir", str(tmp_path / "study"), "--data",
+                           str(tmp_path / "raw"), "--vocab-size", "64", "--out", str(tmp_path / "report"),
+                           "--runs", "lite_transformer_small,transformer_small", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_tiny_study_trains_resumes_and_reports(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    write_split(tmp_path / "raw" / "train", make_pairs(300, seed=1))
+    write_split(tmp_path / "raw" / "val", make_pairs(30, seed=2))
+    write_split(tmp_path / "raw" / "test_2016_flickr", make_pairs(20, seed=3))
+    first = study(tmp_path, "train", "--updates", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "lite_transformer_small: trained to 2 updates" in first.stdout
+    second = study(tmp_path, "all", "--updates", "3")  # one more update each, from their checkpoints
+    assert second.returncode == 0, second.stdout + second.stderr
+    for name in ("lite_transformer_small", "transformer_small"):
+        log = (tmp_path / "study" / name / "train.log").read_text(encoding="utf-8")
+        assert "(resuming at update 2 from checkpoint_u0000002)" in log, log
+    rows = json.loads((tmp_path / "report" / "results.json").read_text(encoding="utf-8"))
+    assert [r["name"] for r in rows] == ["lite_transformer_small", "transformer_small"]
+    for row in rows:
+        assert row["updates"] == 3 and row["best_valid_loss"] > 0 and row["parameters"] > 0 and row["mult_adds"] > 0
+        assert 0 <= row["test_bleu"] <= 100 and "nrefs:1" in row["bleu_signature"]
+        assert row["train_tokens_per_s"] > 0 and row["decode_tokens_per_s"] > 0
+    for picture in ("validation_loss.png", "bleu_vs_mult_adds.png", "bleu_vs_decode_speed.png"):
+        assert (tmp_path / "report" / picture).read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "report" / "metrics" / "transformer_small.jsonl").is_file()
