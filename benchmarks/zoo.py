@@ -33,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "multi30k"
@@ -171,7 +172,7 @@ def corpus_file(data: Path, side: str, split: str = "test_2016_flickr") -> Path:
     return plain if plain.is_file() else plain.with_name(plain.name + ".gz")
 
 
-def evaluate_bleu(run_dir: Path, data: Path) -> dict[str, object]:
+def evaluate_bleu(run_dir: Path, data: Path) -> dict[str, Any]:
     """Test sacreBLEU of checkpoint_best with its generation defaults (beam 5), cached in
     test.json next to the hypotheses until checkpoint_best changes."""
     from convtrans import checkpoint as ckpt
@@ -198,7 +199,7 @@ def evaluate_bleu(run_dir: Path, data: Path) -> dict[str, object]:
     return result
 
 
-def run_record(run: Run, study_dir: Path) -> dict[str, object]:
+def run_record(run: Run, study_dir: Path) -> dict[str, Any]:
     """What the run's own files say: costs of its configuration, validation history."""
     from convtrans import checkpoint as ckpt
     from convtrans.costs import measure
@@ -215,7 +216,7 @@ def run_record(run: Run, study_dir: Path) -> dict[str, object]:
             "best_valid_update": best.get("update")}
 
 
-def time_runs(records: list[dict[str, object]], study_dir: Path, data: Path, data_dir: Path, rounds: int) -> None:
+def time_runs(records: list[dict[str, Any]], study_dir: Path, data: Path, data_dir: Path, rounds: int) -> None:
     """Training tokens/s (same batches, one process, rotating order) and decode tokens/s at
     beam 5, batch 32, 20-subword outputs (rotating order, `rounds` rounds, medians), one thread."""
     import statistics
@@ -247,7 +248,7 @@ def time_runs(records: list[dict[str, object]], study_dir: Path, data: Path, dat
 
 
 def report(runs: list[Run], study_dir: Path, data: Path, data_dir: Path, out_dir: Path, timing: bool,
-           rounds: int) -> list[dict[str, object]]:
+           rounds: int) -> list[dict[str, Any]]:
     """Evaluate every run that has a checkpoint_best, time them (unless `timing` is off: keep the
     previous timings), and write results.json, the runs' metrics and the pictures to `out_dir`."""
     from convtrans.plot import plot_runs
@@ -276,7 +277,39 @@ def report(runs: list[Run], study_dir: Path, data: Path, data_dir: Path, out_dir
         source = study_dir / str(record["name"]) / "metrics.jsonl"
         (metrics_dir / f"{record['name']}.jsonl").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
     plot_runs([study_dir / str(r["name"]) for r in records], out_dir, "loss", out_dir / "results.json")
+    write_table(records, out_dir.parent / "zoo.md")
     return records
+
+
+TABLE_START, TABLE_END = "<!-- results:start (benchmarks/zoo.py report) -->", "<!-- results:end -->"
+
+
+def results_table(records: list[dict[str, Any]]) -> str:
+    def number(value: Any, digits: int = 0, scale: float = 1.0) -> str:
+        return "–" if value is None else f"{float(value) / scale:,.{digits}f}"
+
+    lines = ["| model | parameters (non-embedding) | Mult-Adds | updates | best valid loss (update) | test BLEU "
+             "| train tokens/s | decode tokens/s, beam 5 |", "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        sizes = f"{number(r['parameters'], 2, 1e6)}M ({number(r['non_embedding_parameters'], 2, 1e6)}M)"
+        lines.append(f"| {r['label']} | {sizes} "
+                     f"| {number(r['mult_adds'], 1, 1e6)}M | {r['updates']} "
+                     f"| {number(r['best_valid_loss'], 3)} ({r['best_valid_update']}) | {number(r['test_bleu'], 2)} "
+                     f"| {number(r['train_tokens_per_s'])} | {number(r['decode_tokens_per_s'])} |")
+    signatures = sorted({str(r["bleu_signature"]) for r in records})
+    return "\n".join(lines) + "\n\nBLEU signature: " + "; ".join(f"`{s}`" for s in signatures) + "\n"
+
+
+def write_table(records: list[dict[str, Any]], document: Path) -> None:
+    """Replace the generated block of `document` (docs/zoo.md) with the table, if it has one."""
+    if not document.is_file() or not records:
+        return
+    text = document.read_text(encoding="utf-8")
+    if TABLE_START not in text or TABLE_END not in text:
+        return
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    document.write_text(f"{head}{TABLE_START}\n{results_table(records)}{TABLE_END}{tail}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:

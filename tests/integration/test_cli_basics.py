@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from convtrans.cli import app
 
-SUBCOMMANDS = ("preprocess", "train", "translate", "summarize", "score", "export")
+SUBCOMMANDS = ("preprocess", "train", "translate", "summarize", "score", "export", "bench", "plot")
 pytestmark = pytest.mark.integration
 
 
