@@ -108,11 +108,19 @@ def test_option_errors_name_their_own_field(model_dir: Path, option: str, value:
 
 
 def test_truncation_warning_names_the_limit_and_what_was_dropped(model_dir: Path) -> None:
+    """--no-split: a line over the limit loses its tail and says how much; split (the default),
+    the same line's 200 sentences are each translated and nothing is dropped."""
     import json
 
     limit = json.loads((model_dir / "config.json").read_text())["model"]["max_source_positions"] - 1
     long_line = " ".join(["Der mann läuft auf der straße im park."] * 200)
-    result = CliRunner().invoke(app, ["translate", "-m", str(model_dir), "--device", "cpu"], input=f"Ein hund.\n{long_line}\n")
+    split = CliRunner().invoke(app, ["translate", "-m", str(model_dir), "--device", "cpu"], input=f"{long_line}\n")
+    assert split.exit_code == 0 and "warning" not in split.stderr, split.stderr
+    sentence = CliRunner().invoke(app, ["translate", "-m", str(model_dir), "--device", "cpu"],
+                                  input="Der mann läuft auf der straße im park.\n").stdout.strip()
+    assert split.stdout.strip() == " ".join([sentence] * 200)
+    result = CliRunner().invoke(app, ["translate", "-m", str(model_dir), "--device", "cpu", "--no-split"],
+                                input=f"Ein hund.\n{long_line}\n")
     assert result.exit_code == 0, result.stderr
     match = re.search(r"warning: line 2 has ([\d,]+) subwords but the model reads at most ([\d,]+): the last ([\d,]+) "
                       r"were dropped", result.stderr)

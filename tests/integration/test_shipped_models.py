@@ -121,9 +121,7 @@ def test_cli_keeps_lines_blank_lines_and_edge_whitespace() -> None:
     assert len(lines) == 5 and lines[1] == "" and lines[4] == ""  # 4 lines in, 4 out (+ the final newline)
     assert all(_words(lines[0]) & words for words in PARAGRAPH_WORDS), lines[0]
     assert lines[2].startswith("  ") and lines[2].endswith("  ") and not lines[2].startswith("   ")
-    no_split = subprocess.run([sys.executable, "-m", "convtrans", "translate", "--no-split"], input=text,
-                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert no_split.returncode == 0 and no_split.stdout.split("\n")[2] == lines[2].strip()
+    assert lines[2].strip() == Translator(default_model("translate"), device="cpu", split=False).translate([PARAGRAPH[0]])[0]
 
 
 def test_a_document_over_the_limit_is_summarized_in_chunks() -> None:

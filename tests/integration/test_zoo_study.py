@@ -19,7 +19,7 @@ ZOO = Path(__file__).resolve().parents[2] / "benchmarks" / "zoo.py"
 def study(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(ZOO), *args, "--study-dir", str(tmp_path / "study"), "--data",
                            str(tmp_path / "raw"), "--vocab-size", "64", "--out", str(tmp_path / "report"),
-                           "--runs", "lite_transformer_small,transformer_small", "--rounds", "1"],
+                           "--runs", "transformer_small", "--rounds", "1"],
                           capture_output=True, text=True, timeout=900)
 
 
@@ -28,18 +28,17 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path: Path) -> None:
     write_split(tmp_path / "raw" / "train", make_pairs(300, seed=1))
     write_split(tmp_path / "raw" / "val", make_pairs(30, seed=2))
     write_split(tmp_path / "raw" / "test_2016_flickr", make_pairs(20, seed=3))
-    first = study(tmp_path, "train", "--updates", "2")
+    first = study(tmp_path, "train", "--updates", "1")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "lite_transformer_small: trained to 2 updates" in first.stdout
-    second = study(tmp_path, "all", "--updates", "3")  # one more update each, from their checkpoints
+    assert "transformer_small: trained to 1 updates" in first.stdout
+    second = study(tmp_path, "all", "--updates", "2")  # one more update, from its checkpoint
     assert second.returncode == 0, second.stdout + second.stderr
-    for name in ("lite_transformer_small", "transformer_small"):
-        log = (tmp_path / "study" / name / "train.log").read_text(encoding="utf-8")
-        assert "(resuming at update 2 from checkpoint_u0000002)" in log, log
+    log = (tmp_path / "study" / "transformer_small" / "train.log").read_text(encoding="utf-8")
+    assert "(resuming at update 1 from checkpoint_u0000001)" in log, log
     rows = json.loads((tmp_path / "report" / "results.json").read_text(encoding="utf-8"))
-    assert [r["name"] for r in rows] == ["lite_transformer_small", "transformer_small"]
+    assert [r["name"] for r in rows] == ["transformer_small"]
     for row in rows:
-        assert row["updates"] == 3 and row["best_valid_loss"] > 0 and row["parameters"] > 0 and row["mult_adds"] > 0
+        assert row["updates"] == 2 and row["best_valid_loss"] > 0 and row["parameters"] > 0 and row["mult_adds"] > 0
         assert 0 <= row["test_bleu"] <= 100 and "nrefs:1" in row["bleu_signature"]
         assert row["train_tokens_per_s"] > 0 and row["decode_tokens_per_s"] > 0
     for picture in ("validation_loss.png", "bleu_vs_mult_adds.png", "bleu_vs_decode_speed.png"):
