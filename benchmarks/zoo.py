@@ -53,19 +53,19 @@ class Run:
     overrides: tuple[str, ...] = field(default=())
 
 
-RUNS = (
+RUNS = (  # training order: the baseline pair, the cheap small pair, then the rest
     Run("dynamicconv", "dynamicconv_multi30k_de_en", "DynamicConv"),
     Run("transformer", "transformer_multi30k_de_en", "Transformer"),
+    Run("lite_transformer_small", "lite_transformer_small_multi30k_de_en", "Lite Transformer (small)"),
+    Run("transformer_small", "transformer_small_multi30k_de_en", "Transformer (small)"),
     Run("lightconv", "lightconv_multi30k_de_en", "LightConv (DropConnect per head, tap)"),
     Run("lightconv_position", "lightconv_multi30k_de_en", "LightConv (DropConnect per position)",
         ("lightconv_dropconnect=position",)),
-    Run("synth_dense", "synthesizer_dense_multi30k_de_en", "Synthesizer Dense"),
     Run("synth_random", "synthesizer_random_multi30k_de_en", "Synthesizer Random"),
     Run("synth_factorized_random", "synthesizer_factorized_random_multi30k_de_en", "Synthesizer Factorized Random"),
+    Run("synth_dense", "synthesizer_dense_multi30k_de_en", "Synthesizer Dense"),
     Run("synth_random_vanilla", "synthesizer_random_vanilla_multi30k_de_en", "Synthesizer Random + dot-product"),
     Run("lite_transformer", "lite_transformer_multi30k_de_en", "Lite Transformer"),
-    Run("lite_transformer_small", "lite_transformer_small_multi30k_de_en", "Lite Transformer (small)"),
-    Run("transformer_small", "transformer_small_multi30k_de_en", "Transformer (small)"),
 )
 SMALL_BUDGET_PAIR = ("lite_transformer_small", "transformer_small")
 
