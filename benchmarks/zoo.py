@@ -187,11 +187,12 @@ def evaluate_bleu(run_dir: Path, data: Path) -> dict[str, Any]:
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("checkpoint_mtime_ns") == marker:
             return cached
-    hypotheses = run_dir / "test.hyp"
-    convtrans("translate", "-m", str(best), "-i", str(corpus_file(data, "de")), "-o", str(hypotheses),
-              "--no-split", log=run_dir / "eval.log")
+    from convtrans.inference.translator import Translator
+
+    sources = list(read_lines(corpus_file(data, "de")))
     references = list(read_lines(corpus_file(data, "en")))
-    hyps = hypotheses.read_text(encoding="utf-8").splitlines()
+    hyps = Translator(best, device="cpu", split=False).translate(sources)  # test sources are single sentences
+    (run_dir / "test.hyp").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     bleu = score(hyps, [references], ScoreOptions(metrics=("bleu",)))[0]
     result = {"test_bleu": round(bleu.score, 2), "bleu_signature": bleu.signature, "checkpoint_mtime_ns": marker,
               "checkpoint_update": update}

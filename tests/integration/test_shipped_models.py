@@ -8,12 +8,30 @@ import subprocess
 import sys
 
 import pytest
+from typer.testing import CliRunner
 
+from convtrans.cli import app
 from convtrans.inference.segment import plan_line
 from convtrans.inference.translator import Translator
 from convtrans.zoo import default_model
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def translator() -> Translator:
+    return Translator(default_model("translate"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def whole_line_translator() -> Translator:
+    """--no-split: one source per line, truncated to the limit."""
+    return Translator(default_model("translate"), device="cpu", split=False)
+
+
+@pytest.fixture(scope="module")
+def summarizer() -> Translator:
+    return Translator(default_model("summarize"), device="cpu")
 
 # German caption -> English words a correct translation must contain (any one of them)
 PROBES = [
@@ -25,8 +43,7 @@ PROBES = [
 ]
 
 
-def test_default_translator_gives_sane_english() -> None:
-    translator = Translator(default_model("translate"), device="cpu")
+def test_default_translator_gives_sane_english(translator: Translator) -> None:
     outputs = [r.text for r in translator.translate_batch([p[0] for p in PROBES])]
     hits = 0
     for (source, first, second), output in zip(PROBES, outputs):
@@ -58,10 +75,9 @@ DIALOGUES = [
 ]
 
 
-def test_default_summarizer_reads_its_input() -> None:
+def test_default_summarizer_reads_its_input(summarizer: Translator) -> None:
     """Each summary names what its dialogue is about; a summarizer that ignores its input writes
     the same generic summary for all of them."""
-    summarizer = Translator(default_model("summarize"), device="cpu")
     outputs = [r.text for r in summarizer.translate_batch([d for d, _ in DIALOGUES])]
     assert len(set(outputs)) == len(outputs), outputs
     hits = 0
@@ -88,54 +104,50 @@ def _words(text: str) -> set[str]:
     return {w.strip(".,!?;:").lower() for w in text.split()}
 
 
-def test_a_paragraph_on_one_line_translates_every_sentence() -> None:
+def test_a_paragraph_on_one_line_translates_every_sentence(translator: Translator,
+                                                           whole_line_translator: Translator) -> None:
     """The issue's example: three sentences on one line give three translations, each the one the
     sentence gets alone, joined with the line's spacing; --no-split gives the old garbled line."""
-    translator = Translator(default_model("translate"), device="cpu")
     alone = translator.translate(PARAGRAPH)
     assert all(_words(out) & words for out, words in zip(alone, PARAGRAPH_WORDS)), alone
     line = " ".join(PARAGRAPH)
     assert translator.translate([line]) == [" ".join(alone)]
-    whole = Translator(default_model("translate"), device="cpu", split=False).translate([line])[0]
+    whole = whole_line_translator.translate([line])[0]
     assert whole != " ".join(alone)  # one source: the model writes one (garbled) sentence
 
 
-def test_a_sentence_over_the_limit_loses_no_clause() -> None:
+def test_a_sentence_over_the_limit_loses_no_clause(translator: Translator, whole_line_translator: Translator) -> None:
     """Over the limit (12 subwords here), a sentence is cut at its commas and every clause is
     translated; without splitting the tail is dropped."""
-    translator = Translator(default_model("translate"), device="cpu", max_source_len=12)
     line = "Ein Mann fährt Fahrrad, eine Frau liest ein Buch im Park, zwei Kinder spielen am Strand."
     assert translator.count_subwords(line) > 12
-    result = translator.translate_batch([line])[0]
+    result = translator.translate_batch([line], translator.search_config(max_source_len=12))[0]
     assert result.pieces == 3 and all(_words(result.text) & words for words in PARAGRAPH_WORDS), result.text
-    truncated = Translator(default_model("translate"), device="cpu", max_source_len=12, split=False)
-    assert "beach" not in _words(truncated.translate([line])[0])
+    assert "beach" not in _words(whole_line_translator.translate([line], max_source_len=12)[0])
 
 
-def test_cli_keeps_lines_blank_lines_and_edge_whitespace() -> None:
+def test_cli_keeps_lines_blank_lines_and_edge_whitespace(whole_line_translator: Translator) -> None:
     text = f"{' '.join(PARAGRAPH)}\n\n  {PARAGRAPH[0]}  \n{PARAGRAPH[2]}\n"
-    result = subprocess.run([sys.executable, "-m", "convtrans", "translate"], input=text, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr
+    result = CliRunner().invoke(app, ["translate"], input=text)
+    assert result.exit_code == 0, result.stderr
     lines = result.stdout.split("\n")
     assert len(lines) == 5 and lines[1] == "" and lines[4] == ""  # 4 lines in, 4 out (+ the final newline)
     assert all(_words(lines[0]) & words for words in PARAGRAPH_WORDS), lines[0]
     assert lines[2].startswith("  ") and lines[2].endswith("  ") and not lines[2].startswith("   ")
-    assert lines[2].strip() == Translator(default_model("translate"), device="cpu", split=False).translate([PARAGRAPH[0]])[0]
+    assert lines[2].strip() == whole_line_translator.translate([PARAGRAPH[0]])[0]
 
 
-def test_a_document_over_the_limit_is_summarized_in_chunks() -> None:
+def test_a_document_over_the_limit_is_summarized_in_chunks(summarizer: Translator) -> None:
     """Two dialogues one after the other, with the limit set under their joint length: summarized
     in chunks (each chunk's summary, joined), so the second topic is not lost; --no-split keeps
     only what fits and says so."""
     (restaurant, _), (doctor, _) = DIALOGUES[0], DIALOGUES[1]
     document = f"{restaurant}\n{doctor}"
-    summarizer = Translator(default_model("summarize"), device="cpu", max_source_len=160)
     assert summarizer.count_subwords(restaurant) <= 160 < summarizer.count_subwords(document)
-    result = summarizer.translate_batch([document])[0]
+    result = summarizer.translate_batch([document], summarizer.search_config(max_source_len=160))[0]
     plan = plan_line(document, "en", summarizer.count_subwords, 160, mode="chunks")
     assert result.pieces == len(plan.pieces) >= 2
-    assert result.text == " ".join(summarizer.translate(plan.pieces))
+    assert result.text == " ".join(summarizer.translate(plan.pieces, max_source_len=160))
     assert _words(result.text) & {"doctor", "flu", "fever", "headache", "sick", "medicine"}, result.text
     cut: list[tuple[int, int, int]] = []
     truncating = Translator(default_model("summarize"), device="cpu", max_source_len=160, split=False,
