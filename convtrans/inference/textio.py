@@ -134,8 +134,15 @@ def stop_when_stdout_closes() -> Iterator[None]:
         yield
         return
 
+    fired = False
+
     def broken_pipe(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
-        raise StdoutClosed
+        # once only: the kernel's SIGPIPE (a write hit the closed pipe) and the watcher's can both
+        # arrive, and a second raise inside the first one's cleanup would escape as a traceback
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise StdoutClosed
 
     previous = signal.signal(signal.SIGPIPE, broken_pipe)
     finished = threading.Event()
@@ -157,5 +164,5 @@ def stop_when_stdout_closes() -> Iterator[None]:
         yield
     finally:
         finished.set()
+        signal.signal(signal.SIGPIPE, previous)  # first: a signal still on its way finds the old handler
         watcher.join()
-        signal.signal(signal.SIGPIPE, previous)

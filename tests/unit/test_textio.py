@@ -65,3 +65,33 @@ def test_input_lines_of_a_file_and_of_a_jsonl_field(tmp_path: Path) -> None:
     records = tmp_path / "in.jsonl"
     records.write_text('{"doc": "a"}\n\n{"doc": "b"}\n')
     assert list(input_lines(records, "doc")) == ["a", "b"]
+
+
+def test_a_second_sigpipe_during_the_cleanup_of_the_first_is_ignored() -> None:
+    """A closed pipe can be reported twice (the kernel's SIGPIPE on a write and the watcher's): only
+    the first raises StdoutClosed; a second one arriving while the first unwinds must not raise
+    again (it used to escape as a traceback, exit 1)."""
+    script = (
+        "import os, signal, threading, time\n"
+        "from convtrans.errors import StdoutClosed\n"
+        "from convtrans.inference.textio import stop_when_stdout_closes\n"
+        "original = signal.getsignal(signal.SIGPIPE)\n"
+        "join = threading.Thread.join\n"
+        "def late_signal_join(self, *args):  # the watcher's signal lands while the first one unwinds\n"
+        "    os.kill(os.getpid(), signal.SIGPIPE)\n"
+        "    time.sleep(0.1)\n"
+        "    return join(self, *args)\n"
+        "threading.Thread.join = late_signal_join\n"
+        "try:\n"
+        "    with stop_when_stdout_closes():\n"
+        "        os.kill(os.getpid(), signal.SIGPIPE)\n"
+        "        time.sleep(1)\n"
+        "except StdoutClosed:\n"
+        "    assert signal.getsignal(signal.SIGPIPE) == original, 'handler not restored'\n"
+        "    os.kill(os.getpid(), signal.SIGPIPE)\n"
+        "    time.sleep(0.2)\n"
+        "    import sys; sys.stderr.write('stopped once\\n')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stderr == "stopped once\n", result.stderr
