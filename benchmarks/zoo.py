@@ -277,7 +277,8 @@ def report(runs: list[Run], study_dir: Path, data: Path, data_dir: Path, out_dir
     for record in records:
         source = study_dir / str(record["name"]) / "metrics.jsonl"
         (metrics_dir / f"{record['name']}.jsonl").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
-    plot_runs([study_dir / str(r["name"]) for r in records], out_dir, "loss", out_dir / "results.json")
+    plot_runs([study_dir / str(r["name"]) for r in records], out_dir, "loss", out_dir / "results.json",
+              labels=[str(r["label"]) for r in records])
     write_table(records, out_dir.parent / "zoo.md")
     return records
 

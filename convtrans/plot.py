@@ -94,11 +94,13 @@ def plot_scatter(rows: Sequence[dict[str, Any]], x: str, y: str, out: Path, x_la
 
 
 def plot_runs(run_dirs: Sequence[Path], out_dir: Path, metric: str = "loss",
-              results: Path | None = None) -> list[Path]:
+              results: Path | None = None, labels: Sequence[str] | None = None) -> list[Path]:
     """What `convtrans plot` draws: the validation curves of the runs, and with a results JSON
-    (a list of rows with label, test_bleu, mult_adds, decode_tokens_per_s) the two scatter plots."""
+    (a list of rows with label, test_bleu, mult_adds, decode_tokens_per_s) the two scatter plots.
+    Curves are named by `labels`, else by the run directories' names."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    curves = [validation_curve(run_dir, metric=metric) for run_dir in run_dirs]
+    names = list(labels) if labels else [Path(run_dir).name for run_dir in run_dirs]
+    curves = [validation_curve(run_dir, name, metric) for run_dir, name in zip(run_dirs, names)]
     written = [plot_curves(curves, out_dir / f"validation_{metric}.png", metric)] if run_dirs else []
     if results is not None:
         try:
