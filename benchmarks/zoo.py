@@ -217,6 +217,21 @@ def run_record(run: Run, study_dir: Path) -> dict[str, Any]:
             "best_valid_update": best.get("update")}
 
 
+def require_quiet(study_dir: Path) -> None:
+    """Timing while a study run trains measures the load, not the models: refuse, naming the run.
+    (Briefly taking each run directory's lock is how to ask; a training that starts meanwhile is
+    told the directory is busy, as it would be for any second writer.)"""
+    from convtrans.errors import UserError
+    from convtrans.locking import run_dir_lock
+
+    for run_dir in sorted(p for p in study_dir.iterdir() if (p / "metrics.jsonl").is_file()):
+        try:
+            with run_dir_lock(run_dir):
+                pass
+        except UserError as err:
+            raise SystemExit(f"timing needs a quiet machine: {err} (or run report with --no-timing)") from None
+
+
 def time_runs(records: list[dict[str, Any]], study_dir: Path, data: Path, data_dir: Path, rounds: int) -> None:
     """Training tokens/s (same batches, one process, rotating order) and decode tokens/s at
     beam 5, batch 32, 20-subword outputs (rotating order, `rounds` rounds, medians), one thread."""
@@ -254,6 +269,8 @@ def report(runs: list[Run], study_dir: Path, data: Path, data_dir: Path, out_dir
     previous timings), and write results.json, the runs' metrics and the pictures to `out_dir`."""
     from convtrans.plot import plot_runs
 
+    if timing:
+        require_quiet(study_dir)  # before the evaluation, not after it
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = {}
     if (out_dir / "results.json").is_file():

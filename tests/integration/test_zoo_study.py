@@ -57,3 +57,23 @@ def test_training_speed_is_timed_side_by_side_on_the_same_batches(data_dir: Path
     speeds = time_training({"t": load_preset("tiny_transformer", **vocab), "d": load_preset("tiny_dynamicconv", **vocab)},
                            batches, TrainConfig(), rounds=2)
     assert set(speeds) == {"t", "d"} and all(speed > 0 for speed in speeds.values())
+
+
+def test_report_refuses_to_time_while_a_study_run_trains(tmp_path: Path) -> None:
+    """Timings taken while a study run trains would measure the load: report names the busy run."""
+    import importlib.util
+
+    from convtrans.locking import run_dir_lock
+
+    spec = importlib.util.spec_from_file_location("zoo_study", ZOO)
+    assert spec is not None and spec.loader is not None
+    zoo = importlib.util.module_from_spec(spec)
+    sys.modules["zoo_study"] = zoo  # its dataclasses look their module up there
+    spec.loader.exec_module(zoo)
+    for name in ("quiet", "busy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("")
+    zoo.require_quiet(tmp_path)  # nothing training
+    with run_dir_lock(tmp_path / "busy"), pytest.raises(SystemExit, match=r"timing needs a quiet machine: .*busy is in use"):
+        zoo.require_quiet(tmp_path)
+    zoo.require_quiet(tmp_path)  # the lock is gone again
