@@ -20,11 +20,10 @@ pytest.importorskip("triton")
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 
-from convtrans.ops import _backend, dynamicconv, dynamicconv_ref, lightconv, lightconv_ref  # noqa: E402
+from convtrans.ops import _backend, dynamicconv  # noqa: E402
+from tests.conv_kernel_checks import FUNCTIONS, OPS, check_low_precision_rule, forward_backward, make_inputs  # noqa: E402
 
 DC = importlib.import_module("convtrans.ops.dynamicconv")
-OPS = {"lightconv": (lightconv, lightconv_ref), "dynamicconv": (dynamicconv, dynamicconv_ref)}
-FUNCTIONS = {"lightconv": "LightConvFunctionBackward", "dynamicconv": "DynamicConvFunctionBackward"}
 CUDA = torch.device("cuda")
 # (B, T, C, H, K, padding_l): encoder (centered) and decoder (causal) layers of the presets, T = 1
 # (a decode step), T < K, long sequences, heads of 64 and of 16 channels, an odd channel count
@@ -46,24 +45,7 @@ def forced_triton(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _inputs(name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32, seed: int = 0):
-    b, t, c, h, k, p = shape
-    g = torch.Generator(device=CUDA).manual_seed(seed)
-    x = torch.randn(b, t, c, generator=g, device=CUDA).to(dtype)
-    w_shape = (h, k) if name == "lightconv" else (b, t, h, k)
-    w = (2 * torch.randn(w_shape, generator=g, device=CUDA)).to(dtype)
-    grad_out = torch.randn(b, t, c, generator=g, device=CUDA).to(dtype)
-    return x, w, grad_out, p
-
-
-def _forward_backward(op, x, w, p, grad_out, **kwargs):
-    x, w = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-    out = op(x, w, p, **kwargs)
-    grad_x, grad_w = torch.autograd.grad(out, (x, w), grad_out)
-    return out.detach(), grad_x, grad_w, type(out.grad_fn).__name__
-
-
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
+    return make_inputs(name, shape, dtype, seed, device=CUDA)
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -71,10 +53,10 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_fp32_values_and_gradients_match_reference(name: str, shape) -> None:
     op, ref = OPS[name]
     x, w, grad_out, p = _inputs(name, shape)
-    got = _forward_backward(op, x, w, p, grad_out)
+    got = forward_backward(op, x, w, p, grad_out)
     assert got[3] == FUNCTIONS[name]  # the Triton autograd.Function ran
     with _backend.use_backend("torch"):
-        want = _forward_backward(ref, x.double(), w.double(), p, grad_out.double())
+        want = forward_backward(ref, x.double(), w.double(), p, grad_out.double())
     for a, b in zip(got[:3], want[:3]):
         assert a.dtype == torch.float32
         # fp32 sums over up to 31 taps (and up to 2,049 positions for the lightconv weight gradient)
@@ -85,19 +67,8 @@ def test_fp32_values_and_gradients_match_reference(name: str, shape) -> None:
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[2], SHAPES[4]], ids=["K31causal", "K15C1024", "T1"])
 def test_low_precision_rule(name: str, shape, dtype: torch.dtype) -> None:
-    """|kernel − ref32| <= 2·|torch_lowp − ref32| + atol, output and both gradients, as in the
-    interpreter tests; ref32 is the reference on the same rounded inputs upcast to fp32."""
-    op, ref = OPS[name]
-    x, w, grad_out, p = _inputs(name, shape, dtype=dtype, seed=2)
-    got = _forward_backward(op, x, w, p, grad_out)
-    assert got[3] == FUNCTIONS[name]
-    with _backend.use_backend("torch"):
-        lowp = _forward_backward(ref, x, w, p, grad_out)
-        ref32 = _forward_backward(ref, x.float(), w.float(), p, grad_out.float())
-    atol = 1e-2 if dtype == torch.bfloat16 else 1e-3
-    for kernel_value, lowp_value, ref_value in zip(got[:3], lowp[:3], ref32[:3]):
-        assert kernel_value.dtype == dtype
-        assert _max_err(kernel_value, ref_value) <= 2 * _max_err(lowp_value, ref_value) + atol
+    """The interpreter tests' rule (tests/conv_kernel_checks.py) at model shapes, on the GPU."""
+    check_low_precision_rule(name, shape, dtype, device=CUDA)
 
 
 def test_dynamicconv_dropconnect_fused_mask_on_gpu() -> None:
@@ -106,7 +77,7 @@ def test_dynamicconv_dropconnect_fused_mask_on_gpu() -> None:
     shape, drop = (4, 257, 512, 8, 7, 3), 0.3
     x, w, grad_out, p = _inputs("dynamicconv", shape, seed=5)
     torch.manual_seed(12)
-    got = _forward_backward(dynamicconv, x, w, p, grad_out, dropconnect=drop, training=True)
+    got = forward_backward(dynamicconv, x, w, p, grad_out, dropconnect=drop, training=True)
     torch.manual_seed(12)
     keep = DC.dropconnect_keep_mask(tuple(w.shape), drop, DC.draw_seed(), CUDA)
     assert 0.65 < keep.float().mean() < 0.75
@@ -123,9 +94,9 @@ def test_non_contiguous_inputs(name: str) -> None:
     x, w, grad_out, p = _inputs(name, (4, 300, 512, 8, 7, 3), seed=6)
     x_nc = x.transpose(1, 2).contiguous().transpose(1, 2)
     assert not x_nc.is_contiguous()
-    got = _forward_backward(op, x_nc, w, p, grad_out)
+    got = forward_backward(op, x_nc, w, p, grad_out)
     with _backend.use_backend("torch"):
-        want = _forward_backward(ref, x, w, p, grad_out)
+        want = forward_backward(ref, x, w, p, grad_out)
     for a, b in zip(got[:3], want[:3]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 

@@ -31,6 +31,15 @@ if not _backend.INTERPRET:
 
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
+from tests.conv_kernel_checks import (  # noqa: E402
+    FUNCTIONS,
+    OPS,
+    check_low_precision_rule,
+    forward_backward,
+    make_inputs,
+    max_err,
+)
+
 LC = importlib.import_module("convtrans.ops.lightconv")  # the modules (the package exports the functions)
 DC = importlib.import_module("convtrans.ops.dynamicconv")
 
@@ -45,8 +54,6 @@ SHAPES = [
     (1, 13, 6, 2, 15, 3),  # odd padding (neither centered nor causal)
     (1, 6, 3, 1, 31, 30),  # K = 31 causal, T < K
 ]
-OPS = {"lightconv": (lightconv, lightconv_ref), "dynamicconv": (dynamicconv, dynamicconv_ref)}
-FUNCTIONS = {"lightconv": "LightConvFunctionBackward", "dynamicconv": "DynamicConvFunctionBackward"}
 
 
 @pytest.fixture(autouse=True)
@@ -54,33 +61,15 @@ def forced_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVTRANS_KERNELS", "triton")
 
 
-def _inputs(name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32, seed: int = 0):
-    b, t, c, h, k, p = shape
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, t, c, generator=g).to(dtype)
-    w_shape = (h, k) if name == "lightconv" else (b, t, h, k)
-    w = (2 * torch.randn(w_shape, generator=g)).to(dtype)  # spread logits: a peaked softmax
-    grad_out = torch.randn(b, t, c, generator=g).to(dtype)
-    return x, w, grad_out, p
-
-
-def _forward_backward(op, x, w, p, grad_out, **kwargs):
-    """(out, grad_x, grad_w, grad_fn name) of op on fresh leaf copies."""
-    x, w = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-    out = op(x, w, p, **kwargs)
-    grad_x, grad_w = torch.autograd.grad(out, (x, w), grad_out)
-    return out.detach(), grad_x, grad_w, type(out.grad_fn).__name__
-
-
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}T{}C{}H{}K{}P{}".format(*s))
 def test_fp32_values_and_gradients_match_reference(name: str, shape) -> None:
     op, ref = OPS[name]
-    x, w, grad_out, p = _inputs(name, shape)
-    out, gx, gw, fn = _forward_backward(op, x, w, p, grad_out)
+    x, w, grad_out, p = make_inputs(name, shape)
+    out, gx, gw, fn = forward_backward(op, x, w, p, grad_out)
     assert fn == FUNCTIONS[name]  # the Triton autograd.Function ran, not the reference
     with _backend.use_backend("torch"):
-        expected = _forward_backward(ref, x.double(), w.double(), p, grad_out.double())
+        expected = forward_backward(ref, x.double(), w.double(), p, grad_out.double())
     for got, want in zip((out, gx, gw), expected[:3]):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
@@ -105,17 +94,13 @@ def test_multi_block_grids(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(module, attr, value)
     assert DC._blocks(10, 2, 5) == (4, 4, 8)
     op, ref = OPS[name]
-    x, w, grad_out, p = _inputs(name, (1, 17, 10, 2, 5, 2), seed=1)  # T = 17: 3 time blocks (5 for dynamicconv), 2 chunks
-    got = _forward_backward(op, x, w, p, grad_out)
+    x, w, grad_out, p = make_inputs(name, (1, 17, 10, 2, 5, 2), seed=1)  # T = 17: 3 time blocks (5 dynamicconv), 2 chunks
+    got = forward_backward(op, x, w, p, grad_out)
     assert got[3] == FUNCTIONS[name]
     with _backend.use_backend("torch"):
-        want = _forward_backward(ref, x, w, p, grad_out)
+        want = forward_backward(ref, x, w, p, grad_out)
     for a, b in zip(got[:3], want[:3]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
@@ -123,30 +108,17 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("shape", [(1, 9, 8, 2, 3, 2), (1, 1, 6, 3, 5, 4), (1, 20, 24, 2, 15, 7)],
                          ids=["K3causal", "T1", "K15C24"])
 def test_low_precision_rule(name: str, shape, dtype: torch.dtype) -> None:
-    """|kernel − ref32| <= 2·|torch_lowp − ref32| + atol for the output and both gradients, where
-    ref32 is the reference on the same rounded inputs upcast to fp32 and torch_lowp the reference
-    run in the low dtype (fp32 sums rounded once); outputs and grads keep the input dtypes."""
-    op, ref = OPS[name]
-    x, w, grad_out, p = _inputs(name, shape, dtype=dtype, seed=2)
-    got = _forward_backward(op, x, w, p, grad_out)
-    assert got[3] == FUNCTIONS[name]
-    with _backend.use_backend("torch"):
-        lowp = _forward_backward(ref, x, w, p, grad_out)
-        ref32 = _forward_backward(ref, x.float(), w.float(), p, grad_out.float())
-    atol = 1e-2 if dtype == torch.bfloat16 else 1e-3
-    for kernel_value, lowp_value, ref_value in zip(got[:3], lowp[:3], ref32[:3]):
-        assert kernel_value.dtype == dtype
-        assert _max_err(kernel_value, ref_value) <= 2 * _max_err(lowp_value, ref_value) + atol
+    check_low_precision_rule(name, shape, dtype)
 
 
 def test_low_precision_weight_gradient_accumulates_in_fp32() -> None:
     """The dynamicconv weight gradient sums a head's channels in fp32: far closer to the fp32
     result than the same sum carried out in fp16 (what fairseq's reference kernel does)."""
-    x, w, grad_out, p = _inputs("dynamicconv", (1, 8, 256, 1, 3, 1), dtype=torch.float16, seed=3)
+    x, w, grad_out, p = make_inputs("dynamicconv", (1, 8, 256, 1, 3, 1), dtype=torch.float16, seed=3)
     x = x + 4  # a large common offset makes low-precision partial sums lose digits
-    _, _, gw, _ = _forward_backward(dynamicconv, x, w, p, grad_out)
+    _, _, gw, _ = forward_backward(dynamicconv, x, w, p, grad_out)
     with _backend.use_backend("torch"):
-        _, _, gw32, _ = _forward_backward(dynamicconv_ref, x.float(), w.float(), p, grad_out.float())
+        _, _, gw32, _ = forward_backward(dynamicconv_ref, x.float(), w.float(), p, grad_out.float())
     xp = torch.nn.functional.pad(x, (0, 0, p, 3 - 1 - p))  # (B, T + K - 1, C) fp16
     products = torch.stack([grad_out * xp[:, k : k + 8] for k in range(3)], -1)  # (B, T, C, K) fp16
     g16 = torch.zeros(1, 8, 3, dtype=torch.float16)
@@ -154,30 +126,30 @@ def test_low_precision_weight_gradient_accumulates_in_fp32() -> None:
         g16 = g16 + products[:, :, c]  # each partial sum rounded to fp16
     sm = torch.softmax(w.float(), -1)[:, :, 0]  # (B, T, K)
     g16_logits = sm * (g16.float() - (sm * g16.float()).sum(-1, keepdim=True))
-    assert _max_err(gw, gw32) < _max_err(g16_logits, gw32[:, :, 0]) / 10
+    assert max_err(gw, gw32) < max_err(g16_logits, gw32[:, :, 0]) / 10
 
 
 def test_lightconv_dropconnect_same_mask_as_reference() -> None:
     """The (H, K) kernel is normalized and dropped in PyTorch on both paths: same seed, same mask."""
-    x, w, grad_out, p = _inputs("lightconv", (2, 9, 8, 2, 5, 2), seed=4)
+    x, w, grad_out, p = make_inputs("lightconv", (2, 9, 8, 2, 5, 2), seed=4)
     torch.manual_seed(11)
-    got = _forward_backward(lightconv, x, w, p, grad_out, dropconnect=0.4, training=True)
+    got = forward_backward(lightconv, x, w, p, grad_out, dropconnect=0.4, training=True)
     torch.manual_seed(11)
     with _backend.use_backend("torch"):
-        want = _forward_backward(lightconv_ref, x, w, p, grad_out, dropconnect=0.4, training=True)
+        want = forward_backward(lightconv_ref, x, w, p, grad_out, dropconnect=0.4, training=True)
     assert got[3] == FUNCTIONS["lightconv"]
     for a, b in zip(got[:3], want[:3]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(got[0], _forward_backward(lightconv, x, w, p, grad_out)[0])  # it did drop
+    assert not torch.allclose(got[0], forward_backward(lightconv, x, w, p, grad_out)[0])  # it did drop
 
 
 def test_dynamicconv_dropconnect_fused_mask_reconstructed() -> None:
     """The fused mask is tl.rand(seed, flat index) >= p with the seed drawn from torch's CPU
     generator; the reference with that exact mask gives the same output and gradients."""
     shape, drop = (2, 9, 8, 2, 5, 2), 0.3
-    x, w, grad_out, p = _inputs("dynamicconv", shape, seed=5)
+    x, w, grad_out, p = make_inputs("dynamicconv", shape, seed=5)
     torch.manual_seed(12)
-    got = _forward_backward(dynamicconv, x, w, p, grad_out, dropconnect=drop, training=True)
+    got = forward_backward(dynamicconv, x, w, p, grad_out, dropconnect=drop, training=True)
     torch.manual_seed(12)
     keep = DC.dropconnect_keep_mask(tuple(w.shape), drop, DC.draw_seed(), "cpu")  # (B, T, H, K)
     assert 0.5 < keep.float().mean() < 0.9 and not keep.all()
@@ -193,14 +165,14 @@ def test_dynamicconv_dropconnect_fused_mask_reconstructed() -> None:
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_non_contiguous_inputs(name: str) -> None:
+def test_non_contiguousmake_inputs(name: str) -> None:
     op, ref = OPS[name]
-    x, w, grad_out, p = _inputs(name, (2, 9, 8, 2, 3, 1))
+    x, w, grad_out, p = make_inputs(name, (2, 9, 8, 2, 3, 1))
     x_nc = x.transpose(1, 2).contiguous().transpose(1, 2)  # (B, T, C) view with C-stride T
     assert not x_nc.is_contiguous()
-    got = _forward_backward(op, x_nc, w, p, grad_out)
+    got = forward_backward(op, x_nc, w, p, grad_out)
     with _backend.use_backend("torch"):
-        want = _forward_backward(ref, x, w, p, grad_out)
+        want = forward_backward(ref, x, w, p, grad_out)
     for a, b in zip(got[:3], want[:3]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
