@@ -208,8 +208,9 @@ def run_record(run: Run, study_dir: Path) -> dict[str, Any]:
     run_dir = study_dir / run.name
     config = ckpt.read(run_dir / "checkpoint_best", verify=False).model_config
     costs = measure(config)
-    valid = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-             if line.strip() and json.loads(line).get("type") == "valid"]
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    valid = [r for r in history if r.get("type") == "valid"]
     best = min(valid, key=lambda r: r["loss"]) if valid else {}
     return {"name": run.name, "label": run.label, "preset": run.preset, "overrides": list(run.overrides),
             "parameters": costs.parameters, "non_embedding_parameters": costs.parameters - costs.embedding_parameters,

@@ -315,9 +315,9 @@ def _run_generation(task: str, model: str | None, input_path: Path | None, outpu
                      f"the last {length - limit:,} were dropped")
 
     def note_cut(line: int, length: int, limit: int) -> None:
-        what, done = ("a sentence of", "it was translated in pieces") if task == "translate" else ("", "summarized in chunks")
-        stderr.print(f"note: line {line} has {what} {length:,} subwords, more than the model reads at once "
-                     f"({limit:,}): {done}".replace("has  ", "has "))
+        what = f"a sentence of {length:,} subwords" if task == "translate" else f"{length:,} subwords"
+        done = "it was translated in pieces" if task == "translate" else "summarized in chunks"
+        stderr.print(f"note: line {line} has {what}, more than the model reads at once ({limit:,}): {done}")
 
     interactive = input_path is None or str(input_path) == "-"
     with OutputSink(output) as sink, stop_when_stdout_closes():  # a bad --output fails before any work

@@ -51,6 +51,13 @@ def split_sentences(text: str, language: str) -> list[str]:
     return [s.strip() for s in sentencex.segment(language, text) if s.strip()]
 
 
+def whole(text: str) -> LinePlan:
+    """`text` as one piece: its stripped content, with the whitespace at both ends as gaps."""
+    stripped = text.strip()
+    start = text.find(stripped)
+    return LinePlan([stripped], [text[:start], text[start + len(stripped):]])
+
+
 def locate(text: str, pieces: list[str]) -> LinePlan:
     """The gaps between `pieces` found in order in `text`. Where a splitter changed a piece's
     characters and it cannot be found, the line becomes one piece (nothing is lost)."""
@@ -58,9 +65,7 @@ def locate(text: str, pieces: list[str]) -> LinePlan:
     for piece in pieces:
         start = text.find(piece, position)
         if start < 0 or text[position:start].strip():
-            stripped = text.strip()
-            start = text.find(stripped)
-            return LinePlan([stripped], [text[:start], text[start + len(stripped):]])
+            return whole(text)
         gaps.append(text[position:start])
         position = start + len(piece)
     gaps.append(text[position:])
@@ -137,19 +142,19 @@ def plan_line(line: str, language: str, count: Callable[[str], int], limit: int,
     (one source; the caller truncates it)."""
     if mode not in ("sentences", "chunks", "whole"):
         raise ValueError(f"unknown mode {mode!r}")
-    stripped = line.strip()
-    start = line.find(stripped)
-    whole = LinePlan([stripped], [line[:start], line[start + len(stripped):]])
-    if mode == "whole" or (mode == "chunks" and count(stripped) <= limit):
-        return whole
+    if mode == "whole":
+        return whole(line)
     if mode == "chunks":
-        return plan_chunks(stripped, language, count, limit, whole.gaps)
+        plan = whole(line)
+        length = count(plan.pieces[0])
+        return plan if length <= limit else plan_chunks(plan.pieces[0], language, count, limit, plan.gaps, length)
     plan = locate(line, split_sentences(line, language))
     pieces, gaps, longest = [], [plan.gaps[0]], 0
     for sentence, gap in zip(plan.pieces, plan.gaps[1:]):
-        cut = cut_to_limit(sentence, count, limit)
+        length = count(sentence)  # most sentences fit: counted once
+        cut = [sentence] if length <= limit else cut_to_limit(sentence, count, limit)
         if len(cut) > 1:
-            longest = max(longest, count(sentence))
+            longest = max(longest, length)
         inner = locate(sentence, cut)
         pieces += inner.pieces
         gaps[-1] += inner.gaps[0]
@@ -158,12 +163,12 @@ def plan_line(line: str, language: str, count: Callable[[str], int], limit: int,
 
 
 def plan_chunks(document: str, language: str, count: Callable[[str], int], limit: int,
-                ends: list[str]) -> LinePlan:
+                ends: list[str], length: int) -> LinePlan:
     """A document over the limit as chunks of whole lines and sentences (a sentence over the limit
     is cut as in translation): as few chunks as the limit allows, as even as whole sentences allow
     (the smallest chunk size that still needs no more chunks, so the last one is not a scrap).
     Each chunk is summarized on its own and the summaries are joined with a space (`ends` are the
-    line's own whitespace before and after).
+    line's own whitespace before and after; `length` is the document's subword count).
 
     benchmarks/long_documents.py measured this against truncation and against reading the whole
     document past the model's training length on DialogSum dev (docs/long_text.md)."""
@@ -182,4 +187,4 @@ def plan_chunks(document: str, language: str, count: Callable[[str], int], limit
         else:
             low = middle + 1
     pieces = _pack(units, separators, counts, low)
-    return LinePlan(pieces, [ends[0], *[" "] * (len(pieces) - 1), ends[1]], longest=count(document))
+    return LinePlan(pieces, [ends[0], *[" "] * (len(pieces) - 1), ends[1]], longest=length)

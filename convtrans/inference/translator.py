@@ -81,10 +81,9 @@ class Translator:
         self.batch_tokens = batch_tokens
         self.on_truncate = on_truncate or (lambda line, length, limit: None)
         self.model_source_limit = self.model.config.max_source_len
-        self.split = split
         # how a line is read (segment.plan_line): a translation model reads sentences; a summarizer
         # reads a document whole, in chunks when it is over the limit
-        self.reading = ("chunks" if data.task == "summarization" else "sentences") if self.split else "whole"
+        self.reading = ("chunks" if data.task == "summarization" else "sentences") if split else "whole"
         self.on_cut = on_cut or (lambda line, length, limit: None)
 
     def search_config(self, **overrides: Any) -> GenerateConfig:
@@ -123,7 +122,7 @@ class Translator:
     def translate_batch(self, lines: Sequence[str], generate: GenerateConfig | None = None,
                         first_line: int = 1) -> list[Translation]:
         """Translate any number of lines; results are in input order. `first_line` numbers lines in
-        truncation and cut reports. With `split`, each line's sentences (and the pieces of a
+        truncation and cut reports. Unless reading lines whole (`split=False`), each line's sentences (and the pieces of a
         sentence over the limit) are translated as pieces of one batch and joined back."""
         config = generate or self.generate_config
         limit = self.source_limit(config)
@@ -141,7 +140,7 @@ class Translator:
         outputs = iter(self._translate_pieces(pieces, [line for _, line in owners], config))
         for i, plan in plans.items():
             parts = [next(outputs) for _ in plan.pieces]
-            results[i] = parts[0] if not self.split else self._joined(plan, parts)
+            results[i] = parts[0] if self.reading == "whole" else self._joined(plan, parts)
         assert all(result is not None for result in results)  # blank lines above, the rest in the loop
         return cast(list[Translation], results)
 
