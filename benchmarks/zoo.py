@@ -348,7 +348,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, stop_children)
     signal.signal(signal.SIGINT, stop_children)
-    chosen = [r for r in RUNS if not args.runs or r.name in args.runs.split(",")]
+    wanted = [name for name in args.runs.split(",") if name]
+    unknown = sorted(set(wanted) - {r.name for r in RUNS})
+    if unknown:
+        parser.error(f"unknown run {', '.join(unknown)}; the study's runs: {', '.join(r.name for r in RUNS)}")
+    chosen = [r for r in RUNS if not wanted or r.name in wanted]
     data_dir = prepare_data(args.study_dir, args.data, args.vocab_size)
     if args.step in ("train", "all"):
         train_all(chosen, data_dir, args.study_dir, args.updates, args.jobs)

@@ -38,3 +38,8 @@ def test_what_is_not_a_run_is_refused_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "metrics.jsonl:2: not a JSON line" in result.stderr
     result = CliRunner().invoke(app, ["plot", str(tmp_path), "--metric", "speed"])
     assert result.exit_code == 1 and "--metric must be" in result.stderr
+    (tmp_path / "metrics.jsonl").write_text('{"type": "valid", "update": 1, "loss": 2.0}\n')
+    (tmp_path / "results.json").write_text("[{")
+    result = CliRunner().invoke(app, ["plot", str(tmp_path), "--out", str(tmp_path / "pics"), "--results",
+                                      str(tmp_path / "results.json")])
+    assert result.exit_code == 1 and "cannot read results" in result.stderr and "Traceback" not in result.stderr

@@ -77,3 +77,10 @@ def test_report_refuses_to_time_while_a_study_run_trains(tmp_path: Path) -> None
     with run_dir_lock(tmp_path / "busy"), pytest.raises(SystemExit, match=r"timing needs a quiet machine: .*busy is in use"):
         zoo.require_quiet(tmp_path)
     zoo.require_quiet(tmp_path)  # the lock is gone again
+
+
+def test_an_unknown_run_name_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ZOO), "train", "--runs", "transformer,transfomer",
+                             "--study-dir", str(tmp_path / "study")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown run transfomer; the study's runs: dynamicconv" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "study").exists()

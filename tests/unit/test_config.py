@@ -42,6 +42,8 @@ def test_unknown_fields_and_wrong_types_are_refused_by_name() -> None:
         ModelConfig.from_dict({**lightconv, "encoder_kernel_sizes": [4]})
     with pytest.raises(UserError, match="synth_factors"):
         load_preset("tiny_synthesizer", synth_factors=(3, 3))
+    with pytest.raises(UserError, match="config field lightconv_dropconnect: must be shared or position"):
+        ModelConfig.from_dict({**lightconv, "lightconv_dropconnect": "per-token"})
 
 
 def test_overrides_are_cast_by_field_type() -> None:
