@@ -11,7 +11,7 @@ no piece of the input is dropped.
 Sentences come from sentencex (Wikimedia; MIT; ~300 languages, rule-based with per-language
 abbreviation lists, no model download). benchmarks/sentence_split.py chose it against pysbd,
 blingfire, syntok and Moses' splitter (sentence-splitter) on lines of 2-4 real sentences:
-sentencex got 97.0% of German news lines exactly right (pysbd 98.0%, the others 90-92%) at 200x
+sentencex got 97.0% of German news lines exactly right (pysbd 98.0%, the others 90-92%) at ~300x
 pysbd's speed; numbers in docs/long_text.md.
 """
 
