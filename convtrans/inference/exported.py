@@ -76,9 +76,18 @@ class ExportedModel:
         return logits, unflatten(cache.step + tokens.shape[1], new_flat, self.n_layers)
 
 
-def load_for_inference(path: Path, device: torch.device) -> tuple[Any, ckpt.Checkpoint]:
-    """An eager model from a checkpoint, or the exported graphs of an exported directory."""
+def load_for_inference(path: Path, device: torch.device, precision: str = "fp32") -> tuple[Any, ckpt.Checkpoint]:
+    """An eager model from a checkpoint, or the exported graphs of an exported directory.
+    `precision` ("auto", "int8", "fp32"; int8.py) applies to an eager model on the CPU: "auto"
+    and "int8" give it int8 Linears where this torch has them. An export decodes as it was
+    exported."""
+    from convtrans.inference import int8
+
     checkpoint = ckpt.read(path)
     if checkpoint.export:
+        int8.precision_for(device, precision)  # still refuses an unknown precision
         return ExportedModel(checkpoint, device), checkpoint
-    return ckpt.load_model(path, device, checkpoint=checkpoint)
+    model, checkpoint = ckpt.load_model(path, device, checkpoint=checkpoint)
+    if int8.precision_for(device, precision) == "int8":
+        int8.quantize_linears(model)
+    return model, checkpoint

@@ -57,7 +57,7 @@ class Translator:
     def __init__(self, model: str | Path | None = None, device: str = "auto", generate: GenerateConfig | None = None,
                  batch_tokens: int = 4096, on_truncate: Callable[[int, int, int], None] | None = None,
                  split: bool = True, on_cut: Callable[[int, int, int], None] | None = None,
-                 **search: Any) -> None:
+                 precision: str = "auto", **search: Any) -> None:
         """`model`: a checkpoint or exported directory, or the name of a shipped model (default: the
         shipped one for this task). `search`: decoding options over the model's defaults (beam,
         lenpen, n_best, min_len, max_len_a, max_len_b, no_repeat_ngram, sampling, temperature,
@@ -66,11 +66,14 @@ class Translator:
         the model's limit in pieces, then joins them; a summarization model summarizes a document
         over the limit in chunks and joins the summaries (`on_cut(line, length, limit)` is told of
         a cut sentence or chunked document). Off, a line is one source and its tail over the limit
-        is dropped (`on_truncate(line, length, limit)` is told)."""
+        is dropped (`on_truncate(line, length, limit)` is told). `precision`: "auto" (default)
+        decodes on int8 weights on a CPU that has them (faster; within the bounds int8.py states),
+        "fp32" exactly as the checkpoint's weights give."""
         from convtrans.inference.exported import load_for_inference
 
         self.device = pick_device(device)
-        self.model, self.checkpoint = load_for_inference(resolve_model(model or default_model(self.task)), self.device)
+        self.model, self.checkpoint = load_for_inference(resolve_model(model or default_model(self.task)), self.device,
+                                                         precision)
         data = self.checkpoint.data
         self.source, self.target = data.source_lang, data.target_lang
         self.src_tok = SubwordTokenizer(self.checkpoint.tokenizer_path(self.source))

@@ -14,8 +14,8 @@ from convtrans import checkpoint as ckpt
 from convtrans.cli import app
 from convtrans.config import load_preset
 from convtrans.inference.export import export
-from convtrans.model import EncoderDecoder
 from convtrans.inference.exported import load_for_inference
+from convtrans.model import EncoderDecoder
 from tests.conftest import make_pairs
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,9 @@ def test_exported_graphs_equal_eager_for_encoder_and_decoder_steps(tmp_path: Pat
 
 
 def _translate(model: Path, text: str) -> list[str]:
-    result = CliRunner().invoke(app, ["translate", "-m", str(model), "--device", "cpu", "--scores", "--beam", "3"], input=text)
+    """Translations with scores; an eager checkpoint decodes exactly (fp32), as its fp32 export does."""
+    result = CliRunner().invoke(app, ["translate", "-m", str(model), "--device", "cpu", "--scores", "--beam", "3",
+                                      "--precision", "fp32"], input=text)
     assert result.exit_code == 0, result.stderr
     return result.stdout.splitlines()
 

@@ -17,7 +17,9 @@ LINES = [de for de, _ in make_pairs(9, seed=11)]
 
 @pytest.fixture(scope="module")
 def translator(model_dir: Path) -> Translator:
-    return Translator(model_dir, device="cpu")
+    """The exact path: its results never depend on batching (int8's may, within the bounds of
+    tests/unit/test_int8.py), which is what these tests pin down."""
+    return Translator(model_dir, device="cpu", precision="fp32")
 
 
 def test_the_package_exports_the_api_lazily() -> None:
@@ -37,12 +39,12 @@ def test_translate_returns_one_text_per_line_in_order(translator: Translator) ->
 
 
 def test_batches_sized_by_tokens_give_the_same_results(model_dir: Path, translator: Translator) -> None:
-    one_at_a_time = Translator(model_dir, device="cpu", batch_tokens=1)
+    one_at_a_time = Translator(model_dir, device="cpu", batch_tokens=1, precision="fp32")
     assert one_at_a_time.translate(LINES) == translator.translate(LINES)
 
 
 def test_search_options_as_keywords(model_dir: Path, translator: Translator) -> None:
-    greedy = Translator(model_dir, device="cpu", beam=1)
+    greedy = Translator(model_dir, device="cpu", beam=1, precision="fp32")
     assert greedy.generate_config.beam == 1
     assert greedy.translate(LINES) == translator.translate(LINES, beam=1)
     widened = translator.search_config(n_best=7)
