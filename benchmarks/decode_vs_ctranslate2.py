@@ -12,9 +12,10 @@ Engines:
 - ct2-fp32 / ct2-int8: CTranslate2 running a Transformer of transformer_multi30k_de_en's shape
   (random weights, seed 0), converted from the convtrans model below with the same weights
   (ct2_convert.py); the script checks both engines give the same log-probabilities first.
-- transformer: that same model in convtrans (the default eager path).
-- dynamicconv: the shipped models/dynamicconv_multi30k_de_en (the default path of `translate`).
-- Any further model directory given with --model (an exported TorchScript/ONNX directory too).
+- transformer: that same model in convtrans on the default path (int8 weights on a CPU,
+  inference/int8.py); transformer-fp32: the exact path (`--precision fp32`).
+- dynamicconv / dynamicconv-fp32: the shipped models/dynamicconv_multi30k_de_en, default and exact.
+- Any further model directory given with --model (default path; an exported directory as exported).
 
 Sources are the first --sentences lines of Multi30k test_2016_flickr (German), encoded with the
 shipped sentencepiece model. Absolute numbers belong to this machine; the ratios are the result.
@@ -23,6 +24,7 @@ shipped sentencepiece model. Absolute numbers belong to this machine; the ratios
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import statistics
@@ -44,6 +46,7 @@ from convtrans.data.corpus import read_lines  # noqa: E402
 from convtrans.data.tokenize import SubwordTokenizer  # noqa: E402
 from convtrans.inference.exported import load_for_inference  # noqa: E402
 from convtrans.inference.generate import generate  # noqa: E402
+from convtrans.inference.int8 import quantize_linears  # noqa: E402
 from convtrans.model import EncoderDecoder  # noqa: E402
 from convtrans.zoo import resolve_model  # noqa: E402
 
@@ -171,11 +174,14 @@ def main() -> None:
     engines: dict[str, Engine] = {
         "ct2-fp32": ct2_engine(ct2_fp32, pieces, "float32", threads),
         "ct2-int8": ct2_engine(ct2_int8, pieces, "int8", threads),
-        "transformer": convtrans_engine(transformer, config.pad_id, config.eos_id),
+        "transformer": convtrans_engine(quantize_linears(copy.deepcopy(transformer)), config.pad_id, config.eos_id),
+        "transformer-fp32": convtrans_engine(transformer, config.pad_id, config.eos_id),
     }
-    for name in [SHIPPED, *args.model]:
-        model, checkpoint = load_for_inference(resolve_model(name), torch.device("cpu"))
-        engines[Path(name).name] = convtrans_engine(model, checkpoint.model_config.pad_id, checkpoint.model_config.eos_id)
+    cpu = torch.device("cpu")
+    for name, precision in [(SHIPPED, "auto"), (SHIPPED, "fp32"), *((m, "auto") for m in args.model)]:
+        model, checkpoint = load_for_inference(resolve_model(name), cpu, precision)
+        label = Path(name).name.removesuffix("_multi30k_de_en") + ("-fp32" if precision == "fp32" else "")
+        engines[label] = convtrans_engine(model, checkpoint.model_config.pad_id, checkpoint.model_config.eos_id)
     if args.engines:
         engines = {k: v for k, v in engines.items() if k in args.engines.split(",")}
 

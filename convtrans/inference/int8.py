@@ -66,7 +66,9 @@ class Int8Linear(nn.Module):
             self._packed = torch.ops.quantized.linear_prepack(quantized, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self._packed, True)  # True: reduce_range (see module doc)
+        # the op's overload, not its packet: the packet inspects every call's arguments in Python
+        # (for fake script objects), which cost more than the op itself on a one-row decode step
+        return torch.ops.quantized.linear_dynamic.default(x, self._packed, True)  # True: reduce_range (see module doc)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"

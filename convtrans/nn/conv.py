@@ -79,7 +79,8 @@ class ConvMixer(nn.Module):
                 cache: ConvCache | None = None) -> tuple[torch.Tensor, ConvCache | None]:
         """x: (B, T, d) → (B, T, out_dim). Causal blocks also return the window for the next steps;
         with a cache, x holds only the new steps and the cached inputs precede them."""
-        x = F.dropout(x, self.input_dropout, self.training)
+        if self.training:  # the identity in eval: no call in a decode step
+            x = F.dropout(x, self.input_dropout, True)
         x = self.linear1(x)
         if self.glu:
             x = F.glu(x, dim=-1)  # (B, T, conv_dim)
