@@ -102,3 +102,24 @@ def test_summarize_reads_documents_and_jsonl(model_dir: Path, tmp_path: Path) ->
     for result in summarizer.translate_batch(documents, summarizer.search_config(min_len=4, no_repeat_ngram=2)):
         bigrams = list(zip(result.tokens, result.tokens[1:]))
         assert len(result.tokens) >= 4 and len(bigrams) == len(set(bigrams))
+
+
+def test_precision_option_picks_the_exact_or_the_int8_path(model_dir: Path) -> None:
+    """--precision fp32 is the API's exact path (same texts and scores); the default decodes on
+    int8 weights and stays close; an unknown precision is refused in one line before loading."""
+    from convtrans.inference import int8
+    from convtrans.inference.translator import Translator
+
+    text = "Der mann läuft.\nEin hund spielt im park.\n"
+    exact = _translate(model_dir, text, "--precision", "fp32", "--scores")
+    assert exact.exit_code == 0, exact.stderr
+    api = Translator(model_dir, device="cpu", precision="fp32").translate_batch(text.splitlines())
+    assert exact.stdout.splitlines() == [f"{r.score:.4f}\t{r.text}" for r in api]
+    default = _translate(model_dir, text, "--scores")
+    assert default.exit_code == 0, default.stderr
+    if int8.available():
+        assert isinstance(Translator(model_dir, device="cpu").model.output, int8.Int8Linear)
+    for a, b in zip(default.stdout.splitlines(), exact.stdout.splitlines()):
+        assert abs(float(a.split("\t")[0]) - float(b.split("\t")[0])) < 0.1
+    bad = _translate(model_dir, text, "--precision", "int4")
+    assert bad.exit_code == 1 and "unknown --precision 'int4'" in bad.stderr and "Traceback" not in bad.stderr
