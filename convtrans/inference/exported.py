@@ -79,9 +79,10 @@ class ExportedModel:
 def load_for_inference(path: Path, device: torch.device, precision: str = "fp32") -> tuple[Any, ckpt.Checkpoint]:
     """An eager model from a checkpoint, or the exported graphs of an exported directory.
     `precision` ("auto", "int8", "fp32"; int8.py) applies to an eager model on the CPU: "auto"
-    and "int8" give it int8 Linears where this torch has them. An export decodes as it was
-    exported."""
-    from convtrans.inference import int8
+    and "int8" give it int8 Linears where this torch has them. On the CPU its decode steps then
+    run as one traced graph once enough of them have run (traced.py; the same numbers). An
+    export decodes as it was exported."""
+    from convtrans.inference import int8, traced
 
     checkpoint = ckpt.read(path)
     if checkpoint.export:
@@ -90,4 +91,6 @@ def load_for_inference(path: Path, device: torch.device, precision: str = "fp32"
     model, checkpoint = ckpt.load_model(path, device, checkpoint=checkpoint)
     if int8.precision_for(device, precision) == "int8":
         int8.quantize_linears(model)
+    if device.type == "cpu" and traced.available():  # exact: the graph runs the same ops (traced.py)
+        return traced.TracedSteps(model), checkpoint
     return model, checkpoint

@@ -118,7 +118,7 @@ def test_precision_option_picks_the_exact_or_the_int8_path(model_dir: Path) -> N
     default = _translate(model_dir, text, "--scores")
     assert default.exit_code == 0, default.stderr
     if int8.available():
-        assert isinstance(Translator(model_dir, device="cpu").model.output, int8.Int8Linear)
+        assert isinstance(Translator(model_dir, device="cpu").model.model.output, int8.Int8Linear)
     for a, b in zip(default.stdout.splitlines(), exact.stdout.splitlines()):
         assert abs(float(a.split("\t")[0]) - float(b.split("\t")[0])) < 0.1
     bad = _translate(model_dir, text, "--precision", "int4")
