@@ -13,7 +13,8 @@ Engines:
   (random weights, seed 0), converted from the convtrans model below with the same weights
   (ct2_convert.py); the script checks both engines give the same log-probabilities first.
 - transformer: that same model in convtrans on the default path (int8 weights on a CPU,
-  inference/int8.py); transformer-fp32: the exact path (`--precision fp32`).
+  inference/int8.py, decode steps traced, inference/traced.py); transformer-fp32: the exact
+  path (`--precision fp32`, steps traced too: the same numbers as eager).
 - dynamicconv / dynamicconv-fp32: the shipped models/dynamicconv_multi30k_de_en, default and exact.
 - Any further model directory given with --model (default path; an exported directory as exported).
 
@@ -34,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,6 +49,7 @@ from convtrans.data.tokenize import SubwordTokenizer  # noqa: E402
 from convtrans.inference.exported import load_for_inference  # noqa: E402
 from convtrans.inference.generate import generate  # noqa: E402
 from convtrans.inference.int8 import quantize_linears  # noqa: E402
+from convtrans.inference.traced import TracedSteps  # noqa: E402
 from convtrans.model import EncoderDecoder  # noqa: E402
 from convtrans.zoo import resolve_model  # noqa: E402
 
@@ -82,8 +85,11 @@ class Measurement:
 Engine = Callable[[list[list[int]], Setting, int], int]  # (sources, setting, length) -> tokens generated
 
 
-def convtrans_engine(model: torch.nn.Module, pad: int, eos: int) -> Engine:
-    """Batches of token ids through convtrans' search (what `translate` runs after tokenizing)."""
+def convtrans_engine(model: Any, pad: int, eos: int) -> Engine:
+    """Batches of token ids through convtrans' search (what `translate` runs after tokenizing).
+    A model with traced steps traces at its next step (in the warm-up), as a long job would early on."""
+    if isinstance(model, TracedSteps):
+        model.steps_run = model.eager_steps
 
     def run(sources: list[list[int]], setting: Setting, length: int) -> int:
         torch.set_num_threads(setting.threads)
@@ -174,8 +180,10 @@ def main() -> None:
     engines: dict[str, Engine] = {
         "ct2-fp32": ct2_engine(ct2_fp32, pieces, "float32", threads),
         "ct2-int8": ct2_engine(ct2_int8, pieces, "int8", threads),
-        "transformer": convtrans_engine(quantize_linears(copy.deepcopy(transformer)), config.pad_id, config.eos_id),
-        "transformer-fp32": convtrans_engine(transformer, config.pad_id, config.eos_id),
+        # as load_for_inference prepares a checkpoint: int8 (default) or exact, steps traced on the CPU
+        "transformer": convtrans_engine(TracedSteps(quantize_linears(copy.deepcopy(transformer))), config.pad_id,
+                                        config.eos_id),
+        "transformer-fp32": convtrans_engine(TracedSteps(transformer), config.pad_id, config.eos_id),
     }
     cpu = torch.device("cpu")
     for name, precision in [(SHIPPED, "auto"), (SHIPPED, "fp32"), *((m, "auto") for m in args.model)]:

@@ -28,11 +28,13 @@ else is in its batch; the fp32 path has no such effect. tests/unit/test_int8.py 
 from __future__ import annotations
 
 import warnings
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 PRECISIONS = ("auto", "int8", "fp32")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def available() -> bool:
@@ -77,7 +79,7 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-def quantize_linears(model: nn.Module) -> nn.Module:
+def quantize_linears(model: ModuleT) -> ModuleT:
     """Replace every nn.Linear of `model` (in eval mode, on the CPU) by an Int8Linear, in place.
     Other weights (embeddings, LayerNorms, conv kernels) stay fp32; a Linear that shares its
     weight with an embedding gets its own int8 copy, the embedding keeps the fp32 one."""
