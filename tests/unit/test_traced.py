@@ -43,8 +43,9 @@ def test_graph_steps_equal_eager_steps_exactly(family: str, precision: str) -> N
     assert traced.graph is not None
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("family", ["transformer", "dynamicconv", "lite_transformer"])
+# one per state layout: growing keys/values, a conv window, both (the per-step test covers the rest)
+@pytest.mark.parametrize(("family", "precision"), [("transformer", PRECISIONS[-1]), ("dynamicconv", "fp32"),
+                                                   ("lite_transformer", PRECISIONS[-1])])
 def test_beam_search_on_graph_steps_equals_eager_even_when_it_switches_midway(family: str, precision: str) -> None:
     """Beams reorder the graph's flat state by rows like the eager caches; switching from eager
     to the graph after 5 steps (inside the first batch) changes nothing."""
