@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import itertools
 import json
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -157,6 +160,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], help="more convtrans model dirs to time")
     parser.add_argument("--engines", default="", help="only these engines (comma-separated names)")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--peak-memory", action="store_true",
+                        help="instead of timing: each engine's peak resident memory, one process per engine")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     settings = [Setting(*map(int, part.split(","))) for part in args.settings.split(";")]
@@ -177,21 +183,36 @@ def main() -> None:
     assert difference < 1e-3
 
     threads = {s.threads for s in settings}
-    engines: dict[str, Engine] = {
-        "ct2-fp32": ct2_engine(ct2_fp32, pieces, "float32", threads),
-        "ct2-int8": ct2_engine(ct2_int8, pieces, "int8", threads),
-        # as load_for_inference prepares a checkpoint: int8 (default) or exact, steps traced on the CPU
-        "transformer": convtrans_engine(TracedSteps(quantize_linears(copy.deepcopy(transformer))), config.pad_id,
-                                        config.eos_id),
-        "transformer-fp32": convtrans_engine(TracedSteps(transformer), config.pad_id, config.eos_id),
-    }
     cpu = torch.device("cpu")
-    for name, precision in [(SHIPPED, "auto"), (SHIPPED, "fp32"), *((m, "auto") for m in args.model)]:
+
+    def shipped_engine(name: str, precision: str) -> Engine:
         model, checkpoint = load_for_inference(resolve_model(name), cpu, precision)
+        return convtrans_engine(model, checkpoint.model_config.pad_id, checkpoint.model_config.eos_id)
+
+    # built only when asked for, so a --peak-memory child holds one engine
+    factories: dict[str, Callable[[], Engine]] = {
+        "ct2-fp32": lambda: ct2_engine(ct2_fp32, pieces, "float32", threads),
+        "ct2-int8": lambda: ct2_engine(ct2_int8, pieces, "int8", threads),
+        # as load_for_inference prepares a checkpoint: int8 (default) or exact, steps traced on the CPU
+        "transformer": lambda: convtrans_engine(TracedSteps(quantize_linears(copy.deepcopy(transformer))),
+                                                config.pad_id, config.eos_id),
+        "transformer-fp32": lambda: convtrans_engine(TracedSteps(transformer), config.pad_id, config.eos_id),
+    }
+    for name, precision in [(SHIPPED, "auto"), (SHIPPED, "fp32"), *((m, "auto") for m in args.model)]:
         label = Path(name).name.removesuffix("_multi30k_de_en") + ("-fp32" if precision == "fp32" else "")
-        engines[label] = convtrans_engine(model, checkpoint.model_config.pad_id, checkpoint.model_config.eos_id)
+        factories[label] = functools.partial(shipped_engine, name, precision)
     if args.engines:
-        engines = {k: v for k, v in engines.items() if k in args.engines.split(",")}
+        factories = {k: v for k, v in factories.items() if k in args.engines.split(",")}
+    if args.peak_memory:
+        peak_memory(factories, args)
+        return
+    engines = {name: factory() for name, factory in factories.items()}
+    if args.rss_child:  # one pass of each setting, then this process's peak resident memory
+        for setting in settings:
+            for engine in engines.values():
+                engine(sources[: args.single_sentences] if setting.batch == 1 else sources, setting, args.length)
+        print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
 
     for engine in engines.values():  # warm-up: allocator, lazy initialization, oneDNN primitives
         for setting in settings:
@@ -215,6 +236,25 @@ def main() -> None:
                                              "torch": torch.__version__, "threads": sorted(threads),
                                              "measurements": [asdict(m) | {"tokens_per_s": m.tokens_per_s}
                                                               for m in measurements]}, indent=2))
+
+
+def peak_memory(factories: dict[str, Callable[[], Engine]], args: argparse.Namespace) -> None:
+    """Peak resident memory of a process that runs one engine over the settings once (as CTranslate2's
+    benchmark reports it), next to a process that builds the same models and runs none ("none":
+    the shared cost of this script: torch, the reference model and its conversions)."""
+    common = ["--sources", str(args.sources), "--sentences", str(args.sentences), "--single-sentences",
+              str(args.single_sentences), "--length", str(args.length), "--settings", args.settings, "--rss-child"]
+    common += [f"--model={m}" for m in args.model]
+    lines = ["| engine | peak RSS (MB) | above none (MB) |", "|---|---|---|"]
+    baseline = None
+    for name in ["none", *factories]:
+        run = subprocess.run([sys.executable, __file__, "--engines", name, *common], capture_output=True, text=True,
+                             check=True)
+        peak = json.loads(run.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+        baseline = peak if baseline is None else baseline
+        lines.append(f"| {name} | {peak:.0f} | {peak - baseline:.0f} |")
+        print(lines[-1], file=sys.stderr)
+    print("\n".join(lines))
 
 
 def table(measurements: list[Measurement], engines: list[str], settings: list[Setting]) -> str:
