@@ -491,6 +491,7 @@ def bench_decode(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     json_out: Annotated[Path | None, typer.Option(help="Also write the results as JSON to this file.")] = None,
     output_length: Annotated[int, typer.Option(help="Force every output to exactly N subwords, so models run the same decode steps (0 = off).")] = 0,
+    precision: Annotated[str, typer.Option(help="Comma-separated translate --precision values to time each model at (auto, int8, fp32).")] = "auto",
 ) -> None:
     """Sentences/s and tokens/s of translate for each model, beam size and batch size."""
     import itertools
@@ -505,9 +506,16 @@ def bench_decode(
     lines = [line for line in itertools.islice(read_lines(input_path), max_sentences) if line.strip()]
     if not lines:
         raise UserError(f"{input_path} has no sentences to translate")
+    from convtrans.inference.int8 import PRECISIONS
+
+    precisions = _csv(precision)
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or not precisions:
+        raise UserError(f"unknown --precision {','.join(unknown) or precision!r}; choose from {', '.join(PRECISIONS)}")
     models = list(model or [str(default_model("translate"))])
     rows = run_decode_bench(models, lines, [int(b) for b in _csv(beams)], [int(b) for b in _csv(batch_sizes)], device,
-                            threads, progress=lambda what: stderr.print(f"timing {what}"), output_length=output_length)
+                            threads, progress=lambda what: stderr.print(f"timing {what}"), output_length=output_length,
+                            precisions=precisions)
     Console(width=200).print(decode_table(rows))
     if json_out is not None:
         write_json(rows, json_out)

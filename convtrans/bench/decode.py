@@ -38,15 +38,19 @@ class DecodeRow:
     sentences_per_s: float
     tokens_per_s: float
     output_length: int | None = None  # forced subwords per output, None = each model's own
+    precision: str = "auto"  # translate's --precision (int8.py)
 
 
 def run_decode_bench(models: list[str], lines: list[str], beams: list[int], batch_sizes: list[int], device: str = "cpu",
-                     threads: int | None = None, progress: Any = None, output_length: int | None = None) -> list[DecodeRow]:
+                     threads: int | None = None, progress: Any = None, output_length: int | None = None,
+                     precisions: tuple[str, ...] = ("auto",)) -> list[DecodeRow]:
+    """Each model at each precision (labelled "model (precision)" when there are several)."""
     if threads:
         torch.set_num_threads(threads)
     rows = []
-    for name in models:
-        translator = Translator(name, device=device, batch_tokens=1 << 30)
+    for model, precision in [(m, p) for m in models for p in precisions]:
+        name = model if len(precisions) == 1 else f"{model} ({precision})"
+        translator = Translator(model, device=device, batch_tokens=1 << 30, precision=precision)
         params = _parameter_count(translator)
         translator.translate_batch(lines[:4])  # warm-up (allocator, lazy init)
         for beam in beams:
@@ -63,7 +67,7 @@ def run_decode_bench(models: list[str], lines: list[str], beams: list[int], batc
                         tokens += len(result.tokens) + 1
                 seconds = time.perf_counter() - started
                 rows.append(DecodeRow(name, params, beam, batch_size, len(lines), seconds, len(lines) / seconds,
-                                      tokens / seconds, output_length or None))
+                                      tokens / seconds, output_length or None, precision))
     return rows
 
 

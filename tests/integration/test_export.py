@@ -159,3 +159,19 @@ def test_bench_decode_output_length_forces_every_output_to_that_many_subwords(tr
     for row in rows:  # 6 outputs of 7 subwords + EOS each, whatever the model would have written
         assert row["output_length"] == 7
         assert round(row["tokens_per_s"] * row["seconds"]) == 6 * (7 + 1)
+
+
+def test_bench_decode_times_each_precision_and_refuses_an_unknown_one(trained_run: Path, tmp_path: Path) -> None:
+    import json
+
+    src = tmp_path / "in.de"
+    src.write_text("".join(de + "\n" for de, _ in make_pairs(4, seed=7)))
+    out = tmp_path / "bench.json"
+    model = str(trained_run / "checkpoint_last")
+    result = CliRunner().invoke(app, ["bench", "decode", "-i", str(src), "-m", model, "--beams", "2", "--batch-sizes", "4",
+                                      "--precision", "auto,fp32", "--json-out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["model"], r["precision"]) for r in rows] == [(f"{model} (auto)", "auto"), (f"{model} (fp32)", "fp32")]
+    bad = CliRunner().invoke(app, ["bench", "decode", "-i", str(src), "-m", model, "--precision", "fp8"])
+    assert bad.exit_code == 1 and "unknown --precision" in bad.stderr
