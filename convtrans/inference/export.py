@@ -242,8 +242,10 @@ def _write_graphs(model: EncoderDecoder, checkpoint: ckpt.Checkpoint, out: Path,
 
     graph_dir = work / "graphs"
     graph_dir.mkdir()
-    if quantize == "int8":
-        model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    if quantize == "int8":  # the same int8 Linears as translate's default CPU path (int8.py)
+        from convtrans.inference.int8 import quantize_linears
+
+        model = quantize_linears(copy.deepcopy(model))
     with use_backend("torch"), torch.no_grad():
         examples = _examples(model)
         (_trace_torchscript if fmt == "torchscript" else _export_onnx)(model, graph_dir, examples)
