@@ -141,7 +141,7 @@ def beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
         lprobs, state = _next_log_probs(models, state, tokens)  # (n·K, V)
         lprobs = _constrain(lprobs, history, step, max_len.repeat_interleave(beam), config, ids)
         vocab = lprobs.shape[1]
-        totals = (scores.view(-1, 1) + lprobs).view(n, beam * vocab)  # (n, K·V)
+        totals = lprobs.add_(scores.view(-1, 1)).view(n, beam * vocab)  # (n, K·V), in place: no new (N, V) per step
         top_scores, top_index = totals.topk(2 * beam, dim=1)  # (n, 2K), best first
         origin = top_index // vocab + torch.arange(n, device=device)[:, None] * beam  # (n, 2K) row it extends
         token = top_index % vocab  # (n, 2K)
@@ -236,7 +236,8 @@ def _constrain(lprobs: torch.Tensor, history: torch.Tensor, step: int, max_len: 
     if config.no_repeat_ngram:
         lprobs.masked_fill_(repeated_ngram_mask(history, config.no_repeat_ngram, lprobs.shape[1]), -math.inf)
     force = max_len.le(step) | lprobs.amax(-1).eq(-math.inf)  # (N,)
-    lprobs.masked_fill_(force[:, None], -math.inf)
+    if bool(force.any()):  # only the forced rows are written (a full masked_fill was a pass over (N, V))
+        lprobs[force] = -math.inf
     lprobs[:, ids.eos_id] = torch.where(force, eos_lp, lprobs[:, ids.eos_id])
     return lprobs
 
