@@ -191,7 +191,8 @@ def evaluate_bleu(run_dir: Path, data: Path) -> dict[str, Any]:
 
     sources = list(read_lines(corpus_file(data, "de")))
     references = list(read_lines(corpus_file(data, "en")))
-    hyps = Translator(best, device="cpu", split=False).translate(sources)  # test sources are single sentences
+    # the exact path: the study compares models, not int8's rounding (test sources are single sentences)
+    hyps = Translator(best, device="cpu", split=False, precision="fp32").translate(sources)
     (run_dir / "test.hyp").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     bleu = score(hyps, [references], ScoreOptions(metrics=("bleu",)))[0]
     result = {"test_bleu": round(bleu.score, 2), "bleu_signature": bleu.signature, "checkpoint_mtime_ns": marker,
