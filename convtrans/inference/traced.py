@@ -16,7 +16,8 @@ the same logits as the eager step, so when the switch happens does not change an
 
 Only the encoder-decoder's own step is traced: the encoder runs once per batch, eagerly. The
 Triton kernels are never inside a graph (the reference ops are traced, as for an export).
-TorchScript is in maintenance in torch 2.13; `available()` lets the caller fall back to eager.
+TorchScript is in maintenance in torch 2.13; `available()` lets the caller fall back to eager,
+and a model the tracer fails on keeps decoding eagerly (the graph is only a speed-up).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class TracedSteps:
         self.eager_steps = eager_steps
         self.steps_run = 0
         self.graph: Any = None
+        self.untraceable = False  # tracing failed once: stay eager (same outputs, only slower)
 
     def eval(self) -> TracedSteps:
         return self
@@ -63,8 +65,11 @@ class TracedSteps:
     def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
                     cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
         self.steps_run += 1
-        if self.graph is None and self.steps_run > self.eager_steps:
-            self.graph = trace_step(self.model)
+        if self.graph is None and self.steps_run > self.eager_steps and not self.untraceable:
+            try:
+                self.graph = trace_step(self.model)
+            except Exception:  # noqa: BLE001 - the graph is only a speed-up: a model it fails on decodes eagerly
+                self.untraceable = True
         if self.graph is None:
             return self.model.decode_step(tokens, enc_out, enc_mask, cache)
         if cache is None:

@@ -70,3 +70,25 @@ def test_steps_are_eager_until_the_threshold() -> None:
 def test_refuses_a_model_in_training_mode() -> None:
     with pytest.raises(ValueError, match="eval"):
         TracedSteps(tiny_model("transformer").train())
+
+
+def test_a_model_that_cannot_be_traced_keeps_decoding_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracing is only a speed-up: if it fails, the same outputs come from eager steps, and it is
+    not tried again."""
+    from convtrans.inference import traced as traced_module
+
+    calls = []
+
+    def failing(model):  # noqa: ANN001, ANN202
+        calls.append(model)
+        raise RuntimeError("not traceable")
+
+    monkeypatch.setattr(traced_module, "trace_step", failing)
+    model = tiny_model("dynamicconv")
+    config = GenerateConfig(beam=2, max_len_a=0.0, max_len_b=6)
+    wrapped = TracedSteps(model, eager_steps=1)
+    for _ in range(2):
+        got = generate([wrapped], sources([5, 3]), config)
+        assert [[h.tokens for h in hyps] for hyps in got] == [[h.tokens for h in hyps]
+                                                               for hyps in generate([model], sources([5, 3]), config)]
+    assert wrapped.graph is None and wrapped.untraceable and len(calls) == 1
