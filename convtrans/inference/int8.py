@@ -33,6 +33,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from convtrans.errors import UserError
+
 PRECISIONS = ("auto", "int8", "fp32")
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -46,12 +48,15 @@ def available() -> bool:
 
 def precision_for(device: torch.device, requested: str = "auto") -> str:
     """The precision a model on `device` decodes in: int8 weights only on a CPU that has them
-    (a GPU computes its Linears faster in its own dtype); "fp32" is always exact."""
+    (a GPU computes its Linears faster in its own dtype); "fp32" is always exact. "auto" picks;
+    an explicit "int8" that cannot be honoured is refused rather than silently run in fp32."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
-    if requested == "fp32" or device.type != "cpu" or not available():
-        return "fp32"
-    return "int8"
+    possible = device.type == "cpu" and available()
+    if requested == "int8" and not possible:
+        where = "this torch build has no fbgemm int8 linear" if device.type == "cpu" else f"the model runs on {device.type}"
+        raise UserError(f"--precision int8 needs CPU decoding with fbgemm ({where}); use --precision auto or fp32")
+    return "int8" if requested != "fp32" and possible else "fp32"
 
 
 class Int8Linear(nn.Module):

@@ -97,6 +97,18 @@ def test_precision_choice() -> None:
         int8.precision_for(torch.device("cpu"), "int4")
 
 
+def test_an_explicit_int8_that_cannot_be_honoured_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto falls back to fp32 quietly; asking for int8 where it cannot run says so in one line."""
+    from convtrans.errors import UserError
+
+    with pytest.raises(UserError, match="runs on cuda"):
+        int8.precision_for(torch.device("cuda"), "int8")
+    monkeypatch.setattr(int8, "available", lambda: False)
+    assert int8.precision_for(torch.device("cpu"), "auto") == "fp32"
+    with pytest.raises(UserError, match="no fbgemm"):
+        int8.precision_for(torch.device("cpu"), "int8")
+
+
 def test_int8_search_finds_the_same_outputs_as_fp32_on_a_tiny_model() -> None:
     """Beam search on int8 weights picks the same hypotheses as fp32 when the scores are not
     within the quantization error of each other (a trained-like margin: temperature 0.2)."""
