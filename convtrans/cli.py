@@ -319,10 +319,9 @@ def _run_generation(task: str, model: str | None, input_path: Path | None, outpu
         done = "it was translated in pieces" if task == "translate" else "summarized in chunks"
         stderr.print(f"note: line {line} has {what}, more than the model reads at once ({limit:,}): {done}")
 
-    from convtrans.inference.int8 import PRECISIONS
+    from convtrans.inference.int8 import check_precisions
 
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown --precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    check_precisions((precision,))
     interactive = input_path is None or str(input_path) == "-"
     with OutputSink(output) as sink, stop_when_stdout_closes():  # a bad --output fails before any work
         kind = Summarizer if task == "summarize" else Translator
@@ -506,12 +505,10 @@ def bench_decode(
     lines = [line for line in itertools.islice(read_lines(input_path), max_sentences) if line.strip()]
     if not lines:
         raise UserError(f"{input_path} has no sentences to translate")
-    from convtrans.inference.int8 import PRECISIONS
+    from convtrans.inference.int8 import check_precisions
 
     precisions = _csv(precision)
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown or not precisions:
-        raise UserError(f"unknown --precision {','.join(unknown) or precision!r}; choose from {', '.join(PRECISIONS)}")
+    check_precisions(precisions)
     models = list(model or [str(default_model("translate"))])
     rows = run_decode_bench(models, lines, [int(b) for b in _csv(beams)], [int(b) for b in _csv(batch_sizes)], device,
                             threads, progress=lambda what: stderr.print(f"timing {what}"), output_length=output_length,

@@ -31,8 +31,12 @@ def structure_of(state: Any) -> Any:
 
 
 def _flatten(state: Any, out: list[torch.Tensor]) -> None:
+    """Tensors in order, from the mixers' dataclasses or from a runtime's tuples (`unflatten`)."""
     if isinstance(state, torch.Tensor):
         out.append(state)
+    elif isinstance(state, tuple):
+        for item in state:
+            _flatten(item, out)
     elif dataclasses.is_dataclass(state):
         for f in dataclasses.fields(state):
             _flatten(getattr(state, f.name), out)
@@ -49,7 +53,8 @@ def rebuild(structure: Any, tensors: list[torch.Tensor]) -> Any:
 
 
 def flat_state(cache: DecoderCache) -> list[torch.Tensor]:
-    """The cache as the exported graphs take and return it (the layout above)."""
+    """The cache as the exported graphs take and return it (the layout above), whether it holds
+    the mixers' dataclasses (an eager step's) or per-layer tuples (a graph step's, `unflatten`)."""
     flat: list[torch.Tensor] = []
     for state in cache.self_states:
         _flatten(state, flat)
@@ -60,16 +65,10 @@ def flat_state(cache: DecoderCache) -> list[torch.Tensor]:
 
 def unflatten(step: int, flat: list[torch.Tensor], n_layers: int) -> DecoderCache:
     """A runtime's view of a flat state: per-layer tuples of tensors (not the mixers' dataclasses,
-    which only the traced graph needs)."""
+    which only the traced graph needs); `flat_state` turns it back into the flat list."""
     n_cross = 2 * n_layers
     self_flat, cross_flat = flat[: len(flat) - n_cross], flat[len(flat) - n_cross :]
     per_layer = len(self_flat) // n_layers
     self_states = [tuple(self_flat[i * per_layer : (i + 1) * per_layer]) for i in range(n_layers)]
     cross_states = [tuple(cross_flat[2 * i : 2 * i + 2]) for i in range(n_layers)]
     return DecoderCache(step, self_states, cast(list[Any], cross_states))  # tuples stand in for AttnCache
-
-
-def flat_tuples(cache: DecoderCache) -> list[torch.Tensor]:
-    """Inverse of `unflatten`: the flat list a runtime feeds the `step` graph."""
-    states: list[Any] = [*cache.self_states, *cache.cross_states]  # per-layer tuples (see `unflatten`)
-    return [t for state in states for t in state]

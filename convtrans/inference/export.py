@@ -89,6 +89,11 @@ def _examples(model: EncoderDecoder) -> dict[str, Any]:
                 state=flat_state(cache), structure=structure)
 
 
+def step_inputs(ex: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The step graph's example inputs, in its argument order."""
+    return (ex["tokens"], ex["step"], ex["enc_out"], ex["enc_mask"], *ex["state"])
+
+
 def _state_axes(structure: tuple[list[Any], list[Any]], example: list[torch.Tensor]) -> list[dict[int, str]]:
     """ONNX dynamic axes of each state tensor: batch always; the sequence axis of growing caches."""
     axes = []
@@ -126,7 +131,7 @@ def _trace_torchscript(model: EncoderDecoder, out: Path, ex: dict[str, Any]) -> 
 
     graphs = _Graphs(model, *ex["structure"])
     inputs = {"encode": (ex["src"],), "init": (ex["enc_out"], ex["enc_mask"]),
-              "step": (ex["tokens"], ex["step"], ex["enc_out"], ex["enc_mask"], *ex["state"])}
+              "step": step_inputs(ex)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace_module(graphs, inputs, check_trace=False)
@@ -153,7 +158,7 @@ def _export_onnx(model: EncoderDecoder, out: Path, ex: dict[str, Any]) -> None:
                     {"src": {0: "batch", 1: "src_len"}, **source}),
         "init": (_Init(model), (ex["enc_out"], ex["enc_mask"]), ["enc_out", "enc_mask"], state_names,
                  {**source, **axes_of(state_names, "steps0")}),
-        "step": (_Step(model, *ex["structure"]), (ex["tokens"], ex["step"], ex["enc_out"], ex["enc_mask"], *ex["state"]),
+        "step": (_Step(model, *ex["structure"]), step_inputs(ex),
                  ["tokens", "step", "enc_out", "enc_mask", *state_names], ["logits", *new_names],
                  {"tokens": {0: "batch"}, **source, "logits": {0: "batch"}, **axes_of(state_names, "steps"),
                   **axes_of(new_names, "steps1")}),

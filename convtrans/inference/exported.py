@@ -14,7 +14,7 @@ import torch
 from convtrans import checkpoint as ckpt
 from convtrans.config import ModelConfig
 from convtrans.errors import UserError
-from convtrans.inference.decode_state import flat_tuples, unflatten
+from convtrans.inference.decode_state import flat_state, unflatten
 from convtrans.nn.cache import DecoderCache
 
 
@@ -71,7 +71,7 @@ class ExportedModel:
                     cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
         if cache is None:
             cache = unflatten(0, self._run("init", enc_out, enc_mask), self.n_layers)
-        flat = flat_tuples(cache)
+        flat = flat_state(cache)
         logits, *new_flat = self._run("step", tokens, torch.tensor(cache.step), enc_out, enc_mask, *flat)
         return logits, unflatten(cache.step + tokens.shape[1], new_flat, self.n_layers)
 

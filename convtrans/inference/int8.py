@@ -46,6 +46,13 @@ def available() -> bool:
             and "fbgemm" in torch.backends.quantized.supported_engines)
 
 
+def check_precisions(names: tuple[str, ...]) -> None:
+    """Refuse, in one line naming the option, precisions other than PRECISIONS (or none at all)."""
+    unknown = [name for name in names if name not in PRECISIONS]
+    if unknown or not names:
+        raise UserError(f"unknown --precision {','.join(unknown)!r}; choose from {', '.join(PRECISIONS)}")
+
+
 def precision_for(device: torch.device, requested: str = "auto") -> str:
     """The precision a model on `device` decodes in: int8 weights only on a CPU that has them
     (a GPU computes its Linears faster in its own dtype); "fp32" is always exact. "auto" picks;

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from convtrans.inference.decode_state import flat_state, flat_tuples, unflatten
+from convtrans.inference.decode_state import flat_state, unflatten
 from convtrans.model import EncoderDecoder
 from convtrans.nn.cache import DecoderCache
 
@@ -59,9 +59,6 @@ class TracedSteps:
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.encode(src)
 
-    def init_cache(self, enc_out: torch.Tensor, enc_mask: torch.Tensor) -> DecoderCache:
-        return self.model.init_cache(enc_out, enc_mask)
-
     def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
                     cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
         self.steps_run += 1
@@ -74,24 +71,17 @@ class TracedSteps:
             return self.model.decode_step(tokens, enc_out, enc_mask, cache)
         if cache is None:
             cache = self.model.init_cache(enc_out, enc_mask)
-        flat = flat_state(cache) if _holds_dataclasses(cache) else flat_tuples(cache)
-        logits, *new_flat = self.graph(tokens, torch.tensor(cache.step), enc_out, enc_mask, *flat)
+        # the cache holds an eager step's dataclasses or a graph step's tuples: flat_state reads both
+        logits, *new_flat = self.graph(tokens, torch.tensor(cache.step), enc_out, enc_mask, *flat_state(cache))
         return logits, unflatten(cache.step + tokens.shape[1], new_flat, self.n_layers)
-
-
-def _holds_dataclasses(cache: DecoderCache) -> bool:
-    """An eager step's cache holds the mixers' dataclasses; a graph step's, tuples of tensors."""
-    return not isinstance(cache.cross_states[0], tuple) if cache.cross_states else True
 
 
 def trace_step(model: EncoderDecoder) -> Any:
     """The export's step graph, traced from `model` as it is (int8 Linears included)."""
-    from convtrans.inference.export import _examples, _Step
+    from convtrans.inference.export import _examples, _Step, step_inputs
     from convtrans.ops._backend import use_backend
 
     with use_backend("torch"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python, as in export
         examples = _examples(model)
-        step = _Step(model, *examples["structure"])
-        inputs = (examples["tokens"], examples["step"], examples["enc_out"], examples["enc_mask"], *examples["state"])
-        return torch.jit.trace(step, inputs, check_trace=False)
+        return torch.jit.trace(_Step(model, *examples["structure"]), step_inputs(examples), check_trace=False)
