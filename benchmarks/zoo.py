@@ -38,8 +38,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "multi30k"
 DEFAULT_STUDY_DIR = REPO / "runs" / "zoo"
-DEFAULT_UPDATES = 1000
-VALIDATE_EVERY = 100  # points on the validation curves
+DEFAULT_UPDATES = 240
+DEFAULT_MAX_TOKENS = 1500
+DEFAULT_WARMUP = 150
+VALIDATE_EVERY = 40  # points on the validation curves
 SEED = 1
 
 
@@ -53,11 +55,9 @@ class Run:
     overrides: tuple[str, ...] = field(default=())
 
 
-RUNS = (  # training order: the baseline pair, the cheap small pair, then the rest
+RUNS = (  # training order: the baseline pair, the rest, the cheap small pair last (fills the end)
     Run("dynamicconv", "dynamicconv_multi30k_de_en", "DynamicConv"),
     Run("transformer", "transformer_multi30k_de_en", "Transformer"),
-    Run("lite_transformer_small", "lite_transformer_small_multi30k_de_en", "Lite Transformer (small)"),
-    Run("transformer_small", "transformer_small_multi30k_de_en", "Transformer (small)"),
     Run("lightconv", "lightconv_multi30k_de_en", "LightConv (DropConnect per head, tap)"),
     Run("lightconv_position", "lightconv_multi30k_de_en", "LightConv (DropConnect per position)",
         ("lightconv_dropconnect=position",)),
@@ -66,7 +66,20 @@ RUNS = (  # training order: the baseline pair, the cheap small pair, then the re
     Run("synth_dense", "synthesizer_dense_multi30k_de_en", "Synthesizer Dense"),
     Run("synth_random_vanilla", "synthesizer_random_vanilla_multi30k_de_en", "Synthesizer Random + dot-product"),
     Run("lite_transformer", "lite_transformer_multi30k_de_en", "Lite Transformer"),
+    Run("lite_transformer_small", "lite_transformer_small_multi30k_de_en", "Lite Transformer (small)"),
+    Run("transformer_small", "transformer_small_multi30k_de_en", "Transformer (small)"),
 )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every run gets: the same updates of the same batches, the same warm-up."""
+
+    updates: int = DEFAULT_UPDATES
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    warmup_updates: int = DEFAULT_WARMUP
+
+
 SMALL_BUDGET_PAIR = ("lite_transformer_small", "transformer_small")
 
 
@@ -125,13 +138,15 @@ def updates_done(run_dir: Path) -> int:
     return done
 
 
-def train_run(run: Run, data_dir: Path, study_dir: Path, updates: int) -> str:
-    """Train (or resume) one run to `updates` updates on one thread; returns a status line."""
+def train_run(run: Run, data_dir: Path, study_dir: Path, budget: Budget) -> str:
+    """Train (or resume) one run to the budget's updates on one thread; returns a status line."""
     run_dir = study_dir / run.name
+    updates = budget.updates
     if updates_done(run_dir) >= updates:
         return f"{run.name}: done ({updates} updates)"
     run_dir.mkdir(parents=True, exist_ok=True)
     args = ["train", str(data_dir), "--arch", run.preset, "--save-dir", str(run_dir), "--max-update", str(updates),
+            "--max-tokens", str(budget.max_tokens), "--warmup-updates", str(budget.warmup_updates),
             "--validate-interval-updates", str(VALIDATE_EVERY), "--save-interval-updates", str(VALIDATE_EVERY),
             "--no-valid-bleu", "--seed", str(SEED), "--amp", "off", "--device", "cpu", "--keep-last", "3"]
     for override in run.overrides:
@@ -141,7 +156,7 @@ def train_run(run: Run, data_dir: Path, study_dir: Path, updates: int) -> str:
     return f"{run.name}: trained to {updates} updates in {time.perf_counter() - started:.0f} s"
 
 
-def train_all(runs: list[Run], data_dir: Path, study_dir: Path, updates: int, jobs: int) -> None:
+def train_all(runs: list[Run], data_dir: Path, study_dir: Path, budget: Budget, jobs: int) -> None:
     """Train the runs `jobs` at a time, in order; after a failure no further run starts."""
     failed: list[str] = []
 
@@ -149,7 +164,7 @@ def train_all(runs: list[Run], data_dir: Path, study_dir: Path, updates: int, jo
         if failed:
             return
         try:
-            print(train_run(run, data_dir, study_dir, updates), flush=True)
+            print(train_run(run, data_dir, study_dir, budget), flush=True)
         except subprocess.CalledProcessError as err:
             failed.append(run.name)
             print(f"{run.name}: convtrans train exited {err.returncode}; see {study_dir / run.name / 'train.log'}",
@@ -340,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder with train/val/test_2016_flickr .de/.en(.gz)")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--updates", type=int, default=DEFAULT_UPDATES, help="the budget of every run")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="tokens per batch, every run")
+    parser.add_argument("--warmup-updates", type=int, default=DEFAULT_WARMUP, help="warm-up of every run's schedule")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (one thread each)")
     parser.add_argument("--runs", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "zoo", help="where report writes")
@@ -356,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = [r for r in RUNS if not wanted or r.name in wanted]
     data_dir = prepare_data(args.study_dir, args.data, args.vocab_size)
     if args.step in ("train", "all"):
-        train_all(chosen, data_dir, args.study_dir, args.updates, args.jobs)
+        train_all(chosen, data_dir, args.study_dir, Budget(args.updates, args.max_tokens, args.warmup_updates), args.jobs)
     if args.step in ("report", "all"):
         report(chosen, args.study_dir, args.data, data_dir, args.out, args.timing, args.rounds)
 

@@ -121,13 +121,28 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.normalize_before = cfg.normalize_before
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        """x: (B, S, d) → (B, S, d); pad_mask (B, S) is True at pads."""
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, S, d) → (B, S, d); pad_mask (B, S) is True at pads. With `tokens` (the flat
+        indices of the real positions, encode's choice), the FFN runs on those positions only."""
         if self.normalize_before:
             x = x + self.drop(self.mixer(self.mix_block.norm(x), pad_mask)[0])
-            return x + self.drop(self.ffn(self.ffn_block.norm(x)))
+            return x + self.drop(_at_positions(self.ffn, self.ffn_block.norm(x), tokens))
         x = self.mix_block.norm(x + self.drop(self.mixer(x, pad_mask)[0]))
-        return self.ffn_block.norm(x + self.drop(self.ffn(x)))
+        return self.ffn_block.norm(x + self.drop(_at_positions(self.ffn, x, tokens)))
+
+
+def _at_positions(ffn: FeedForward, x: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    """ffn(x) at the flat positions `tokens` of x (B, S, d), zeros elsewhere (all of it when None).
+    A padded batch of sentences is about half padding (Multi30k, 32 sentences: 16 real tokens of 32
+    on average); the FFN is two thirds of an encoder layer's multiply-adds and works per position,
+    so packing the real positions halves it. What a pad position holds never reaches a real one:
+    every mixer masks pads (the conv zeroes them, attention masks them as keys)."""
+    if tokens is None:
+        return ffn(x)
+    flat = x.reshape(-1, x.shape[-1])
+    out = torch.zeros_like(flat)
+    out[tokens] = ffn(flat[tokens])
+    return out.view_as(x)
 
 
 class DecoderLayer(nn.Module):
@@ -227,8 +242,11 @@ class EncoderDecoder(nn.Module):
         """src (B, S) token ids → encoder output (B, S, d) and its padding mask (B, S)."""
         pad_mask = src.eq(self.config.pad_id)
         x = self.src_embed(src)
+        # inference packs the real positions for the FFNs; training keeps the padded layout (its
+        # batches are bucketed by length, and its numbers stay exactly those of earlier runs)
+        tokens = (~pad_mask).reshape(-1).nonzero().squeeze(1) if not self.training and bool(pad_mask.any()) else None
         for layer in self.encoder:
-            x = layer(x, pad_mask)
+            x = layer(x, pad_mask, tokens)
         return self.encoder_norm(x), pad_mask
 
     def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,

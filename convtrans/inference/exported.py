@@ -67,10 +67,13 @@ class ExportedModel:
         enc_out, enc_mask = self._run("encoder", src)
         return enc_out, enc_mask.bool()
 
+    def init_cache(self, enc_out: torch.Tensor, enc_mask: torch.Tensor) -> DecoderCache:
+        return unflatten(0, self._run("init", enc_out, enc_mask), self.n_layers)
+
     def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
                     cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
         if cache is None:
-            cache = unflatten(0, self._run("init", enc_out, enc_mask), self.n_layers)
+            cache = self.init_cache(enc_out, enc_mask)
         flat = flat_state(cache)
         logits, *new_flat = self._run("step", tokens, torch.tensor(cache.step), enc_out, enc_mask, *flat)
         return logits, unflatten(cache.step + tokens.shape[1], new_flat, self.n_layers)

@@ -59,6 +59,9 @@ class TracedSteps:
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.encode(src)
 
+    def init_cache(self, enc_out: torch.Tensor, enc_mask: torch.Tensor) -> DecoderCache:
+        return self.model.init_cache(enc_out, enc_mask)
+
     def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
                     cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
         self.steps_run += 1

@@ -42,6 +42,9 @@ class EosBiased(nn.Module):
     def encode(self, src):  # noqa: ANN001, ANN201
         return self.model.encode(src)
 
+    def init_cache(self, enc_out, enc_mask):  # noqa: ANN001, ANN201
+        return self.model.init_cache(enc_out, enc_mask)
+
     def decode_step(self, tokens, enc_out, enc_mask, cache=None):  # noqa: ANN001, ANN201
         logits, cache = self.model.decode_step(tokens, enc_out, enc_mask, cache)
         logits = logits.clone()
@@ -329,3 +332,30 @@ def test_empty_batch_and_no_state_left_on_models() -> None:
     assert generate([model], sources([4])[:0], GenerateConfig()) == []
     generate([model], sources([4, 6]), GenerateConfig(beam=3))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not model.training
+
+
+class CountsRows(EosBiased):
+    """Records how many rows each init_cache call projects, and whether a step ever starts cold."""
+
+    def __init__(self, model: EncoderDecoder) -> None:
+        super().__init__(model, 0.5)
+        self.init_rows: list[int] = []
+        self.cold_steps = 0
+
+    def init_cache(self, enc_out, enc_mask):  # noqa: ANN001, ANN201
+        self.init_rows.append(enc_out.shape[0])
+        return super().init_cache(enc_out, enc_mask)
+
+    def decode_step(self, tokens, enc_out, enc_mask, cache=None):  # noqa: ANN001, ANN201
+        self.cold_steps += cache is None
+        return super().decode_step(tokens, enc_out, enc_mask, cache)
+
+
+@pytest.mark.parametrize("config", [GenerateConfig(beam=4, n_best=2, max_len_a=1.0, max_len_b=2),
+                                    GenerateConfig(sampling=True, n_best=3, max_len_a=1.0, max_len_b=2)])
+def test_cross_attention_keys_are_projected_once_per_sentence(config: GenerateConfig) -> None:
+    """The first decode state (cross-attention keys/values) is made from the 3 encoded sentences,
+    then copied to the 12 beam rows or 9 sample rows, not projected again for every row."""
+    model = CountsRows(tiny_model("dynamicconv"))
+    generate([model], sources([4, 7, 5]), config)
+    assert model.init_rows == [3] and model.cold_steps == 0

@@ -112,3 +112,24 @@ def test_tied_embeddings_share_one_tensor(tying: dict, shared: list[str]) -> Non
             assert (matrices[a] is matrices[b]) == same, (a, b)
     untied = EncoderDecoder(_config()).num_parameters()
     assert model.num_parameters() == untied - max(0, len(shared) - 1) * 20 * D  # a tied matrix counts once
+
+
+@pytest.mark.parametrize("mixer", sorted(MIXER_NAMES))
+@torch.no_grad()
+def test_inference_encoder_runs_its_ffns_on_real_positions_only(mixer: str) -> None:
+    """In eval, encode packs the real positions for the FFNs (a padded batch is about half pads):
+    the FFN sees only real rows and the real positions come out as in the padded layout."""
+    config = _config(encoder_mixer=mixer, decoder_mixer=mixer, encoder_layers=2, synth_max_len=32,
+                     encoder_kernel_sizes=(3,), decoder_kernel_sizes=(3,),
+                     synth_factors=(4, 8), synth_rank=2, lsra_attention_dim=4, lsra_heads=2)
+    torch.manual_seed(0)
+    model = EncoderDecoder(config).eval()
+    src = torch.tensor([[5, 6, 7, 8, 9, 2], [5, 6, 2, 0, 0, 0], [7, 2, 0, 0, 0, 0]])
+    rows: list[int] = []
+    model.encoder[0].ffn.fc1.register_forward_hook(lambda m, args, out: rows.append(args[0].reshape(-1, D).shape[0]))
+    enc_out, pad_mask = model.encode(src)
+    assert rows == [6 + 3 + 2]
+    x = model.src_embed(src)
+    for layer in model.encoder:
+        x = layer(x, pad_mask)  # no positions given: the FFN over the whole padded layout
+    torch.testing.assert_close(enc_out[~pad_mask], model.encoder_norm(x)[~pad_mask], rtol=1e-6, atol=1e-6)
