@@ -8,13 +8,20 @@ Same sources, batches and forced length as decode_vs_ctranslate2.py, so its per-
 next to that benchmark's tokens/s. Two passes: one timed with perf_counter around the model's
 encode and decode_step calls (the phase split, no profiler overhead), one under torch.profiler
 (the op table; its total is inflated by the profiler's own cost, so read its shares, not its sum).
+
+With --against-ct2, each batch's time is also split for CTranslate2 int8 (the benchmark's
+equal-size Transformer) and for convtrans by timing every engine at two forced lengths, 1 and
+--length subwords, interleaved over 3 rounds: the slope is the cost of a decode step, the
+intercept what comes before the first step (encoder, cross-attention keys/values, set-up).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +31,13 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from decode_vs_ctranslate2 import DEFAULT_SOURCES, SHIPPED, Setting, convtrans_engine  # noqa: E402
+from decode_vs_ctranslate2 import DEFAULT_SOURCES, SHIPPED, Engine, Setting, convtrans_engine  # noqa: E402
 
+from convtrans.config import load_preset  # noqa: E402
 from convtrans.data.corpus import read_lines  # noqa: E402
 from convtrans.data.tokenize import SubwordTokenizer  # noqa: E402
 from convtrans.inference.exported import load_for_inference  # noqa: E402
+from convtrans.model import EncoderDecoder  # noqa: E402
 from convtrans.zoo import resolve_model  # noqa: E402
 
 
@@ -66,6 +75,36 @@ class PhaseTimer:
         return out
 
 
+def split_against_ct2(engines: dict[str, Engine], sources: list[list[int]], setting: Setting, length: int) -> None:
+    """Per batch: the time before the first step and the time per step, each engine, from the
+    medians of 3 interleaved rounds at forced lengths 1 and `length`."""
+    seconds: dict[tuple[str, int], list[float]] = {(name, n): [] for name in engines for n in (1, length)}
+    for _ in range(3):
+        for n in (1, length):
+            for name, engine in engines.items():
+                started = time.perf_counter()
+                engine(sources, setting, n)
+                seconds[(name, n)].append(time.perf_counter() - started)
+    batches = -(-len(sources) // setting.batch)
+    print("\n| engine | ms per batch | before the first step | per decode step |\n|---|---|---|---|")
+    for name in engines:
+        short, long = (statistics.median(seconds[(name, n)]) / batches for n in (1, length))
+        per_step = (long - short) / (length - 1)
+        print(f"| {name} | {1e3 * long:.0f} | {1e3 * (short - 2 * per_step):.1f} | {1e3 * per_step:.2f} |")
+
+
+def ct2_int8_engine(tokenizer: SubwordTokenizer, threads: int) -> Engine:
+    """CTranslate2 int8 on the benchmark's equal-size Transformer (random weights, seed 0)."""
+    from ct2_convert import convert
+    from decode_vs_ctranslate2 import ct2_engine
+
+    torch.manual_seed(0)
+    config = load_preset("transformer_multi30k_de_en", src_vocab_size=len(tokenizer), tgt_vocab_size=len(tokenizer))
+    model_dir = convert(EncoderDecoder(config).eval(), tokenizer, Path(tempfile.mkdtemp(prefix="ct2-")), "int8")
+    pieces = [tokenizer.sp.id_to_piece(i) for i in range(len(tokenizer))]
+    return ct2_engine(model_dir, pieces, "int8", {threads})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=SHIPPED)
@@ -74,6 +113,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=128)
     parser.add_argument("--length", type=int, default=20)
     parser.add_argument("--top", type=int, default=15, help="ops in the table")
+    parser.add_argument("--against-ct2", action="store_true", help="also split each batch's time for CTranslate2 int8")
     args = parser.parse_args()
 
     setting = Setting(*map(int, args.setting.split(",")))
@@ -107,6 +147,11 @@ def main() -> None:
     print("| op | calls per step | share of op time |\n|---|---|---|")
     for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
         print(f"| `{event.key}` | {event.count / steps:.1f} | {event.self_cpu_time_total / self_total:.1%} |")
+
+    if args.against_ct2:
+        ct2 = ct2_int8_engine(tokenizer, setting.threads)
+        ct2(sources[:4], setting, 4)
+        split_against_ct2({"ct2-int8": ct2, f"convtrans ({args.precision})": run}, sources, setting, args.length)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,17 @@ and decode speed, and the pictures.
                                                     # (time only on a quiet machine: no training running)
     python benchmarks/zoo.py all                    # both
 
-Budget: the same number of updates for every run (`--updates`, 1,000 by default), not the same
-wall-clock. On a shared 2-core machine, wall-clock depends on what else runs (the study's own
-jobs, tests, other work) and on which runs happen to share the CPU, so equal time would not be
-an equal budget; equal updates of equal batches (3,000 tokens) are, and the per-update cost is
-reported separately as training tokens/s, measured side by side in one timed run (`report`), not
-taken from the logs of jobs that shared the machine. Every run uses the inverse-sqrt schedule,
-which does not depend on the total, so raising `--updates` later continues each run exactly as
-if it had been asked for the larger budget from the start.
+Budget: the same number of updates of the same batches for every run (`--updates` 240 of
+`--max-tokens` 1,500, warm-up 150), not the same wall-clock. On a shared 2-core machine,
+wall-clock depends on what else runs (the study's own jobs, tests, other work) and on which runs
+happen to share the CPU, so equal time would not be an equal budget; equal updates of equal
+batches are, and the per-update cost is reported separately as training tokens/s, measured side
+by side in one timed run (`report`), not taken from the logs of jobs that shared the machine.
+The default is sized so that the whole study (9 runs near 10M parameters, 2 near 3M) trains in
+about 1.5 hours of a 2-core machine: a session here keeps no run directory for the next one, so
+the study has to finish in one. Every run uses the inverse-sqrt schedule, which does not depend on
+the total, so raising `--updates` later continues each run exactly as if it had been asked for
+the larger budget from the start.
 
 Each run is a plain `convtrans train` run directory under `--study-dir` (default runs/zoo), one
 thread each; the study only decides the order and how many run at once. Killing the study and
