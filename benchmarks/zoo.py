@@ -252,8 +252,9 @@ def require_quiet(study_dir: Path) -> None:
             raise SystemExit(f"timing needs a quiet machine: {err} (or run report with --no-timing)") from None
 
 
-def time_runs(records: list[dict[str, Any]], study_dir: Path, data: Path, data_dir: Path, rounds: int) -> None:
-    """Training tokens/s (same batches, one process, rotating order) and decode tokens/s at
+def time_runs(records: list[dict[str, Any]], study_dir: Path, data: Path, data_dir: Path, rounds: int,
+              max_tokens: int) -> None:
+    """Training tokens/s (the same batches of the study's size, one process, rotating order) and decode tokens/s at
     beam 5, batch 32, 20-subword outputs (rotating order, `rounds` rounds, medians), one thread."""
     import statistics
 
@@ -269,7 +270,7 @@ def time_runs(records: list[dict[str, Any]], study_dir: Path, data: Path, data_d
     names = [str(r["name"]) for r in records]
     configs = {name: ckpt.read(study_dir / name / "checkpoint_best", verify=False).model_config for name in names}
     train_cfg, _ = preset_recipe(str(records[0]["preset"]))
-    batches = fixed_batches(data_dir, train_cfg.max_tokens, count=2)
+    batches = fixed_batches(data_dir, max_tokens, count=2)
     train_speed = time_training(configs, batches, train_cfg, rounds=rounds)
     lines = list(read_lines(corpus_file(data, "de")))[:96]
     decode: dict[str, list[float]] = {name: [] for name in names}
@@ -284,7 +285,7 @@ def time_runs(records: list[dict[str, Any]], study_dir: Path, data: Path, data_d
 
 
 def report(runs: list[Run], study_dir: Path, data: Path, data_dir: Path, out_dir: Path, timing: bool,
-           rounds: int) -> list[dict[str, Any]]:
+           rounds: int, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[dict[str, Any]]:
     """Evaluate every run that has a checkpoint_best, time them (unless `timing` is off: keep the
     previous timings), and write results.json, the runs' metrics and the pictures to `out_dir`."""
     from convtrans.plot import plot_runs
@@ -307,7 +308,7 @@ def report(runs: list[Run], study_dir: Path, data: Path, data_dir: Path, out_dir
         print(f"{run.name}: {record['updates']} updates, valid loss {record['best_valid_loss']}, "
               f"test BLEU {record['test_bleu']}", flush=True)
     if timing and records:
-        time_runs(records, study_dir, data, data_dir, rounds)
+        time_runs(records, study_dir, data, data_dir, rounds, max_tokens)
     (out_dir / "results.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     metrics_dir = out_dir / "metrics"
     metrics_dir.mkdir(exist_ok=True)
@@ -378,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.step in ("train", "all"):
         train_all(chosen, data_dir, args.study_dir, Budget(args.updates, args.max_tokens, args.warmup_updates), args.jobs)
     if args.step in ("report", "all"):
-        report(chosen, args.study_dir, args.data, data_dir, args.out, args.timing, args.rounds)
+        report(chosen, args.study_dir, args.data, data_dir, args.out, args.timing, args.rounds, args.max_tokens)
 
 
 if __name__ == "__main__":
