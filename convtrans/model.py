@@ -243,8 +243,10 @@ class EncoderDecoder(nn.Module):
         pad_mask = src.eq(self.config.pad_id)
         x = self.src_embed(src)
         # inference packs the real positions for the FFNs; training keeps the padded layout (its
-        # batches are bucketed by length, and its numbers stay exactly those of earlier runs)
-        tokens = (~pad_mask).reshape(-1).nonzero().squeeze(1) if not self.training and bool(pad_mask.any()) else None
+        # batches are bucketed by length, and its numbers stay exactly those of earlier runs), and so
+        # does a meta-device pass (costs.py counts Mult-Adds without data to find pads in)
+        packs = not self.training and not src.is_meta and bool(pad_mask.any())
+        tokens = (~pad_mask).reshape(-1).nonzero().squeeze(1) if packs else None
         for layer in self.encoder:
             x = layer(x, pad_mask, tokens)
         return self.encoder_norm(x), pad_mask
