@@ -53,13 +53,17 @@ def validation_curve(run_dir: Path, label: str | None = None, metric: str = "los
     return Curve(label or Path(run_dir).name, updates, values)
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def plot_curves(curves: Sequence[Curve], out: Path, metric: str = "loss", title: str = "") -> Path:
     """One line per run: `metric` against updates."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 5))
-    for curve in curves:
-        if curve.updates:
-            axes.plot(curve.updates, curve.values, marker=".", label=curve.label)
+    for index, curve in enumerate(curves):
+        if curve.updates:  # past the 10 colours of the cycle, a new line style keeps every run apart
+            axes.plot(curve.updates, curve.values, marker=".", label=curve.label,
+                      linestyle=LINE_STYLES[index // 10 % len(LINE_STYLES)])
     axes.set_xlabel("update")
     axes.set_ylabel(f"validation {metric}")
     axes.set_title(title or f"validation {metric}")

@@ -43,3 +43,15 @@ def test_what_is_not_a_run_is_refused_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["plot", str(tmp_path), "--out", str(tmp_path / "pics"), "--results",
                                       str(tmp_path / "results.json")])
     assert result.exit_code == 1 and "cannot read results" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_more_runs_than_colours_get_a_line_style_apiece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The colour cycle has 10 colours; the 11th run (the zoo study has 11) must not look like the first."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from convtrans.plot import Curve, plot_curves
+
+    drawn: list[tuple[str, tuple[float, ...]]] = []
+    monkeypatch.setattr(plt, "close", lambda figure: drawn.extend(
+        (line.get_linestyle(), line.get_color()) for line in figure.axes[0].get_lines()))
+    plot_curves([Curve(f"run {i}", [1, 2], [3.0, 2.0]) for i in range(11)], tmp_path / "curves.png")
+    assert len(drawn) == 11 and len(set(drawn)) == 11
