@@ -131,6 +131,14 @@ def ct2_engine(model_dir: Path, pieces: list[str], compute_type: str, thread_cou
     return run
 
 
+def reference_transformer(tokenizer: SubwordTokenizer) -> EncoderDecoder:
+    """The equal-size Transformer both engines run: transformer_multi30k_de_en's shape, random
+    weights from seed 0, the shipped tokenizer's vocabulary."""
+    torch.manual_seed(0)
+    config = load_preset("transformer_multi30k_de_en", src_vocab_size=len(tokenizer), tgt_vocab_size=len(tokenizer))
+    return EncoderDecoder(config).eval()
+
+
 def check_same_model(model: EncoderDecoder, ct2_dir: Path, tokenizer: SubwordTokenizer) -> float:
     """Largest |log-prob difference| between the engines on a few real sentence pairs."""
     import ctranslate2
@@ -172,9 +180,8 @@ def main() -> None:
     lines = [line for line in itertools.islice(read_lines(args.sources), args.sentences) if line.strip()]
     sources = tokenizer.encode(lines)
 
-    torch.manual_seed(0)
-    config = load_preset("transformer_multi30k_de_en", src_vocab_size=len(tokenizer), tgt_vocab_size=len(tokenizer))
-    transformer = EncoderDecoder(config).eval()
+    transformer = reference_transformer(tokenizer)
+    config = transformer.config
     work = Path(tempfile.mkdtemp(prefix="ct2-bench-"))
     ct2_fp32 = convert(transformer, tokenizer, work / "fp32")
     ct2_int8 = convert(transformer, tokenizer, work / "int8", "int8")

@@ -33,11 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from decode_vs_ctranslate2 import DEFAULT_SOURCES, SHIPPED, Engine, Setting, convtrans_engine  # noqa: E402
 
-from convtrans.config import load_preset  # noqa: E402
 from convtrans.data.corpus import read_lines  # noqa: E402
 from convtrans.data.tokenize import SubwordTokenizer  # noqa: E402
 from convtrans.inference.exported import load_for_inference  # noqa: E402
-from convtrans.model import EncoderDecoder  # noqa: E402
+from convtrans.inference.int8 import PRECISIONS  # noqa: E402
 from convtrans.zoo import resolve_model  # noqa: E402
 
 
@@ -96,11 +95,9 @@ def split_against_ct2(engines: dict[str, Engine], sources: list[list[int]], sett
 def ct2_int8_engine(tokenizer: SubwordTokenizer, threads: int) -> Engine:
     """CTranslate2 int8 on the benchmark's equal-size Transformer (random weights, seed 0)."""
     from ct2_convert import convert
-    from decode_vs_ctranslate2 import ct2_engine
+    from decode_vs_ctranslate2 import ct2_engine, reference_transformer
 
-    torch.manual_seed(0)
-    config = load_preset("transformer_multi30k_de_en", src_vocab_size=len(tokenizer), tgt_vocab_size=len(tokenizer))
-    model_dir = convert(EncoderDecoder(config).eval(), tokenizer, Path(tempfile.mkdtemp(prefix="ct2-")), "int8")
+    model_dir = convert(reference_transformer(tokenizer), tokenizer, Path(tempfile.mkdtemp(prefix="ct2-")), "int8")
     pieces = [tokenizer.sp.id_to_piece(i) for i in range(len(tokenizer))]
     return ct2_engine(model_dir, pieces, "int8", {threads})
 
@@ -108,7 +105,7 @@ def ct2_int8_engine(tokenizer: SubwordTokenizer, threads: int) -> Engine:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=SHIPPED)
-    parser.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--setting", default="5,32,2", help="beam,batch,threads")
     parser.add_argument("--sentences", type=int, default=128)
     parser.add_argument("--length", type=int, default=20)

@@ -121,27 +121,27 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.normalize_before = cfg.normalize_before
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, S, d) → (B, S, d); pad_mask (B, S) is True at pads. With `tokens` (the flat
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, S, d) → (B, S, d); pad_mask (B, S) is True at pads. With `positions` (the flat
         indices of the real positions, encode's choice), the FFN runs on those positions only."""
         if self.normalize_before:
             x = x + self.drop(self.mixer(self.mix_block.norm(x), pad_mask)[0])
-            return x + self.drop(_at_positions(self.ffn, self.ffn_block.norm(x), tokens))
+            return x + self.drop(_at_positions(self.ffn, self.ffn_block.norm(x), positions))
         x = self.mix_block.norm(x + self.drop(self.mixer(x, pad_mask)[0]))
-        return self.ffn_block.norm(x + self.drop(_at_positions(self.ffn, x, tokens)))
+        return self.ffn_block.norm(x + self.drop(_at_positions(self.ffn, x, positions)))
 
 
-def _at_positions(ffn: FeedForward, x: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
-    """ffn(x) at the flat positions `tokens` of x (B, S, d), zeros elsewhere (all of it when None).
+def _at_positions(ffn: FeedForward, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """ffn(x) at the flat `positions` of x (B, S, d), zeros elsewhere (all of it when None).
     A padded batch of sentences is about half padding (Multi30k, 32 sentences: 16 real tokens of 32
     on average); the FFN is two thirds of an encoder layer's multiply-adds and works per position,
     so packing the real positions halves it. What a pad position holds never reaches a real one:
     every mixer masks pads (the conv zeroes them, attention masks them as keys)."""
-    if tokens is None:
+    if positions is None:
         return ffn(x)
     flat = x.reshape(-1, x.shape[-1])
     out = torch.zeros_like(flat)
-    out[tokens] = ffn(flat[tokens])
+    out[positions] = ffn(flat[positions])
     return out.view_as(x)
 
 
@@ -246,9 +246,9 @@ class EncoderDecoder(nn.Module):
         # batches are bucketed by length, and its numbers stay exactly those of earlier runs), and so
         # does a meta-device pass (costs.py counts Mult-Adds without data to find pads in)
         packs = not self.training and not src.is_meta and bool(pad_mask.any())
-        tokens = (~pad_mask).reshape(-1).nonzero().squeeze(1) if packs else None
+        positions = (~pad_mask).reshape(-1).nonzero().squeeze(1) if packs else None
         for layer in self.encoder:
-            x = layer(x, pad_mask, tokens)
+            x = layer(x, pad_mask, positions)
         return self.encoder_norm(x), pad_mask
 
     def decode_step(self, tokens: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,

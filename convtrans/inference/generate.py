@@ -88,7 +88,9 @@ def _left_to_right(models: Sequence[EncoderDecoder], src: torch.Tensor, config: 
     if batch == 0:
         return []
     rows = torch.arange(batch, device=src.device).repeat_interleave(copies)  # (N,) input row of each row
-    state = _encode(models, src).select(rows)
+    state = _encode(models, src)
+    if copies > 1:  # samples: each input's state copied to its rows (greedy keeps it as it is)
+        state = state.select(rows)
     max_len = max_lengths(models, src, config)[rows]  # (N,)
     history = src.new_empty(rows.shape[0], 0)  # (N, t) tokens generated so far
     log_prob = torch.zeros(rows.shape[0], device=src.device)

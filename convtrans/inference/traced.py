@@ -73,7 +73,7 @@ class TracedSteps:
         if self.graph is None:
             return self.model.decode_step(tokens, enc_out, enc_mask, cache)
         if cache is None:
-            cache = self.model.init_cache(enc_out, enc_mask)
+            cache = self.init_cache(enc_out, enc_mask)
         # the cache holds an eager step's dataclasses or a graph step's tuples: flat_state reads both
         logits, *new_flat = self.graph(tokens, torch.tensor(cache.step), enc_out, enc_mask, *flat_state(cache))
         return logits, unflatten(cache.step + tokens.shape[1], new_flat, self.n_layers)
