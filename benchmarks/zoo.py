@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,15 +353,32 @@ def write_table(records: list[dict[str, Any]], document: Path) -> None:
     document.write_text(f"{head}{TABLE_START}\n{results_table(records)}{TABLE_END}{tail}", encoding="utf-8")
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `minimum`, else argparse's one-line usage error
+    (before any data is prepared or any run is started)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} (got {value})")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("train", "report", "all"))
     parser.add_argument("--study-dir", type=Path, default=DEFAULT_STUDY_DIR)
     parser.add_argument("--data", type=Path, default=DATA, help="folder with train/val/test_2016_flickr .de/.en(.gz)")
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--updates", type=int, default=DEFAULT_UPDATES, help="the budget of every run")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="tokens per batch, every run")
-    parser.add_argument("--warmup-updates", type=int, default=DEFAULT_WARMUP, help="warm-up of every run's schedule")
+    parser.add_argument("--updates", type=at_least(1), default=DEFAULT_UPDATES, help="the budget of every run")
+    parser.add_argument("--max-tokens", type=at_least(1), default=DEFAULT_MAX_TOKENS, help="tokens per batch, every run")
+    parser.add_argument("--warmup-updates", type=at_least(0), default=DEFAULT_WARMUP,
+                        help="warm-up of every run's schedule")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (one thread each)")
     parser.add_argument("--runs", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "zoo", help="where report writes")

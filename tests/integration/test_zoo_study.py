@@ -84,3 +84,13 @@ def test_an_unknown_run_name_is_refused_in_one_line(tmp_path: Path) -> None:
                              "--study-dir", str(tmp_path / "study")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown run transfomer; the study's runs: dynamicconv" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [("--max-tokens", "0", "must be at least 1 (got 0)"),
+                                                        ("--warmup-updates", "-1", "must be at least 0 (got -1)"),
+                                                        ("--updates", "ten", "not an integer: 'ten'")])
+def test_a_bad_budget_is_refused_in_one_line(tmp_path: Path, option: str, value: str, message: str) -> None:
+    result = subprocess.run([sys.executable, str(ZOO), "train", option, value, "--study-dir", str(tmp_path / "study")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"argument {option}: {message}" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "study").exists()
