@@ -50,8 +50,10 @@ class DataInfo:
     task: str
     source_lang: str
     target_lang: str
-    tokenizers: dict[str, str]  # side -> sentencepiece file name inside the checkpoint
-    text: dict[str, dict[str, Any]]  # side -> TextProcessor options
+    # key -> file name inside the checkpoint: a side's sentencepiece model (key = the side), or the
+    # files an imported model's text pipeline reads (dictionaries, BPE codes; data/pipelines.py)
+    tokenizers: dict[str, str]
+    text: dict[str, dict[str, Any]]  # side -> TextProcessor options, or an imported model's pipeline
 
     def to_dict(self) -> dict[str, Any]:
         return dict(task=self.task, source_lang=self.source_lang, target_lang=self.target_lang,
@@ -66,8 +68,11 @@ class Checkpoint:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form facts (update, metrics, preset)
 
-    def tokenizer_path(self, side: str) -> Path:
-        return member(self.path, self.data.tokenizers[side])
+    def tokenizer_path(self, key: str) -> Path:
+        """The file `data.tokenizers[key]` names (a side's subword model, or an imported pipeline's file)."""
+        if key not in self.data.tokenizers:
+            raise UserError(f"{self.path}: {CONFIG} names no tokenizer file {key!r}")
+        return member(self.path, self.data.tokenizers[key])
 
     @property
     def export(self) -> dict[str, Any] | None:
@@ -123,16 +128,21 @@ def file_digest(path: Path) -> str:
 
 def save(path: Path, model: torch.nn.Module, model_config: ModelConfig, data: DataInfo, tokenizer_files: dict[str, Path],
          generate: GenerateConfig | None = None, train_state: dict[str, Any] | None = None,
-         extra: dict[str, Any] | None = None, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+         extra: dict[str, Any] | None = None, overwrite: bool = False, dtype: torch.dtype | None = None,
+         documents: dict[str, str] | None = None) -> Path:
     """Write a checkpoint directory atomically. Refuses an existing `path` unless `overwrite`.
 
     `dtype` (e.g. torch.float16) stores floating-point weights in that type (loading upcasts).
+    `documents`: text files to write alongside (file name -> text), e.g. a model card README.md;
+    they are checksummed like the rest.
     """
     from safetensors.torch import save_model
 
     def populate(tmp: Path) -> None:
         weights_model = model if dtype is None else copy.deepcopy(model).to(dtype)
         save_model(weights_model, str(tmp / WEIGHTS), metadata={"format": "pt", "convtrans": __version__})
+        for name, text in (documents or {}).items():
+            (tmp / Path(name).name).write_text(text, encoding="utf-8")
         if train_state is not None:  # serialized in memory, so a full disk raises a plain OSError on write
             buffer = io.BytesIO()
             torch.save(train_state, buffer)

@@ -27,6 +27,12 @@ FORMAT_VERSION = 1
 MIXERS = ("attention", "lightconv", "dynamicconv", "synthesizer", "lsra")
 SYNTH_PARTS = ("dense", "random", "fixed_random", "factorized_dense", "factorized_random", "vanilla")
 CONV_MIXERS = ("lightconv", "dynamicconv", "lsra")
+# FFN activations: fairseq's and Hugging Face's names map onto these (imports/); gelu is the exact
+# (erf) one, gelu_tanh its tanh approximation (fairseq gelu_accurate, HF gelu_new), silu = swish
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+# Sinusoid tables: "fairseq" (tensor2tensor's, frequencies 10000^(-i/(half-1))) or "marian"
+# (Vaswani's, 10000^(-i/half), which Marian and Hugging Face's MarianMT use); both put sin first
+SINUSOIDS = ("fairseq", "marian")
 # Beam sizes past a few dozen stop helping translation; 1024 leaves room for n-best lists for
 # reranking while a typo (--beam 50000) is refused instead of allocating for minutes. The memory a
 # beam needs is checked as well (resources.py), so a large beam on a large vocabulary is refused
@@ -90,6 +96,9 @@ class ModelConfig(_Serializable):
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
+    # the token the decoder starts from (-1: bos_id). fairseq models start from EOS, Marian from pad;
+    # the start token is never generated unless it is EOS
+    decoder_start_id: int = -1
     # widths and depths
     d_model: int = 512
     encoder_layers: int = 6
@@ -133,6 +142,16 @@ class ModelConfig(_Serializable):
     learned_positions: bool = False  # else sinusoidal
     max_source_positions: int = 1024
     max_target_positions: int = 1024
+    # embeddings and output as imported models need them (the defaults are convtrans's own models)
+    scale_embedding: bool = True  # token embeddings × √d (fairseq's no_scale_embedding turns it off)
+    position_embeddings: bool = True  # fairseq's no_token_positional_embeddings turns positions off
+    position_offset: int = 0  # the first position reads row position_offset (fairseq: pad + 1)
+    sinusoid: str = "fairseq"  # sinusoid table: fairseq | marian
+    layernorm_embedding: bool = False  # LayerNorm after token + position embedding (fairseq, mBART)
+    activation: str = "relu"  # FFN activation: relu | gelu | gelu_tanh | silu
+    output_bias: bool = False  # a bias on the output projection (Marian's final_logits_bias)
+    decoder_final_norm: bool = True  # pre-norm: LayerNorm after the last decoder layer (no_decoder_final_norm)
+    lsra_conv_heads: int = 0  # heads of the lsra conv branch; 0 = lsra_heads (Lite's branches may differ)
 
     def __post_init__(self) -> None:
         for name in ("encoder_kernel_sizes", "decoder_kernel_sizes", "synth_parts", "synth_factors"):
@@ -155,6 +174,12 @@ class ModelConfig(_Serializable):
         for field in ("pad_id", "bos_id", "eos_id"):
             valid_id = 0 <= getattr(self, field) < min(self.src_vocab_size, self.tgt_vocab_size)
             need(valid_id, field, "must be a valid token id")
+        need(self.decoder_start_id == -1 or 0 <= self.decoder_start_id < self.tgt_vocab_size, "decoder_start_id",
+             "must be -1 (bos_id) or a valid target token id")
+        need(self.activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}")
+        need(self.sinusoid in SINUSOIDS, "sinusoid", f"must be one of {', '.join(SINUSOIDS)}")
+        need(self.position_offset >= 0, "position_offset", "must be >= 0")
+        need(self.lsra_conv_heads >= 0, "lsra_conv_heads", "must be >= 0")
         for field in ("dropout", "attention_dropout", "activation_dropout", "weight_dropout", "input_dropout"):
             need(0.0 <= getattr(self, field) < 1.0, field, "must be in [0, 1)")
         need(self.conv_dim >= 0, "conv_dim", "must be >= 0")
@@ -175,8 +200,9 @@ class ModelConfig(_Serializable):
         if "lsra" in (self.encoder_mixer, self.decoder_mixer):
             attn = self.lsra_attention_width
             need(0 < attn < self.d_model, "lsra_attention_dim", f"must be in (0, d_model={self.d_model})")
-            need(attn % self.lsra_heads == 0 and (self.d_model - attn) % self.lsra_heads == 0, "lsra_heads",
-                 "must divide both branch widths")
+            need(attn % self.lsra_heads == 0, "lsra_heads", "must divide the attention branch width")
+            need((self.d_model - attn) % self.lsra_conv_branch_heads == 0,
+                 "lsra_conv_heads" if self.lsra_conv_heads else "lsra_heads", "must divide the conv branch width")
             need(self.lsra_conv in ("lightconv", "dynamicconv"), "lsra_conv", "must be lightconv or dynamicconv")
         need(self.lightconv_dropconnect in ("shared", "position"), "lightconv_dropconnect", "must be shared or position")
         if "synthesizer" in (self.encoder_mixer, self.decoder_mixer):
@@ -196,6 +222,15 @@ class ModelConfig(_Serializable):
     @property
     def lsra_attention_width(self) -> int:
         return self.lsra_attention_dim or self.d_model // 2
+
+    @property
+    def lsra_conv_branch_heads(self) -> int:
+        return self.lsra_conv_heads or self.lsra_heads
+
+    @property
+    def start_id(self) -> int:
+        """The token the decoder reads first."""
+        return self.bos_id if self.decoder_start_id < 0 else self.decoder_start_id
 
     @property
     def max_source_len(self) -> int:

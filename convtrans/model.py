@@ -49,6 +49,7 @@ def _synthesizer(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Mo
 
 def _lsra(cfg: ModelConfig, side: str, layer: int, causal: bool) -> nn.Module:
     return LSRAMixer(d_model=cfg.d_model, attn_dim=cfg.lsra_attention_width, heads=cfg.lsra_heads,
+                     conv_heads=cfg.lsra_conv_branch_heads,
                      kernel_size=cfg.kernel_size(side, layer), conv_kind=cfg.lsra_conv, glu=getattr(cfg, f"{side}_glu"),
                      causal=causal, attention_dropout=cfg.attention_dropout, weight_dropout=cfg.weight_dropout,
                      dropconnect_per_position=cfg.lightconv_dropconnect == "position")
@@ -86,14 +87,24 @@ def _unchanged(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+# config.ACTIVATIONS -> the function (the imports map fairseq's and Hugging Face's names onto these)
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
 class FeedForward(nn.Module):
-    def __init__(self, d_model: int, ffn_dim: int, activation_dropout: float) -> None:
+    def __init__(self, d_model: int, ffn_dim: int, activation_dropout: float, activation: str = "relu") -> None:
         super().__init__()
         self.fc1, self.fc2 = xavier_linear(d_model, ffn_dim), xavier_linear(ffn_dim, d_model)
         self.activation_dropout = activation_dropout
+        self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(self.fc1(x))
+        hidden = self.activation(self.fc1(x))
         if self.training:  # in eval dropout is the identity; skipping the call saves a decode step time
             hidden = F.dropout(hidden, self.activation_dropout, True)
         return self.fc2(hidden)
@@ -116,7 +127,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.mixer = MIXERS[cfg.encoder_mixer](cfg, "encoder", layer, False)
-        self.ffn = FeedForward(cfg.d_model, cfg.encoder_ffn_dim, cfg.activation_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.encoder_ffn_dim, cfg.activation_dropout, cfg.activation)
         self.mix_block, self.ffn_block = _Block(cfg.d_model), _Block(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.normalize_before = cfg.normalize_before
@@ -152,7 +163,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.mixer = MIXERS[cfg.decoder_mixer](cfg, "decoder", layer, True)
         self.cross = MultiheadAttention(width=cfg.d_model, heads=cfg.cross_heads, dropout=cfg.attention_dropout)
-        self.ffn = FeedForward(cfg.d_model, cfg.decoder_ffn_dim, cfg.activation_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.decoder_ffn_dim, cfg.activation_dropout, cfg.activation)
         self.mix_block, self.cross_block, self.ffn_block = _Block(cfg.d_model), _Block(cfg.d_model), _Block(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.normalize_before = cfg.normalize_before
@@ -176,9 +187,18 @@ class DecoderLayer(nn.Module):
         return x, self_state, cross_state
 
 
-def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
-    """(length, dim) table: sin on the first half of the channels, cos on the second (fairseq)."""
+def sinusoidal_positions(length: int, dim: int, style: str = "fairseq") -> torch.Tensor:
+    """(length, dim) table: sin on the first half of the channels, cos on the second.
+
+    "fairseq": frequencies exp(-i·ln(10000)/(half-1)), computed in fp32 as fairseq computes them
+    (so an imported fairseq model sees its own table bit for bit). "marian": 10000^(-2i/dim), the
+    table of Marian and Hugging Face's MarianMT, computed in fp64 and rounded once, as they do."""
     half = dim // 2
+    if style == "marian":
+        freq64 = torch.pow(10000.0, -2.0 * torch.arange(half, dtype=torch.float64) / dim)
+        angles64 = torch.arange(length, dtype=torch.float64).unsqueeze(1) * freq64.unsqueeze(0)
+        table = torch.cat([torch.sin(angles64), torch.cos(angles64)], dim=1).float()
+        return F.pad(table, (0, dim % 2))
     freq = torch.exp(torch.arange(half, dtype=torch.float) * -(math.log(10000.0) / max(half - 1, 1)))
     angles = torch.arange(length, dtype=torch.float).unsqueeze(1) * freq.unsqueeze(0)  # (L, half)
     table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
@@ -186,26 +206,36 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 
 class Embedding(nn.Module):
-    """Token embedding × √d plus positions, then dropout."""
+    """Token embedding (× √d unless cfg.scale_embedding is off) plus positions, an optional
+    LayerNorm, then dropout. Position p of a sequence reads row p + cfg.position_offset of the
+    position table (fairseq counts from pad + 1; its tables have that many extra rows)."""
 
-    def __init__(self, vocab: int, d_model: int, pad_id: int, max_positions: int, learned: bool, dropout: float,
-                 tokens: nn.Embedding | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, vocab: int, max_positions: int, tokens: nn.Embedding | None = None) -> None:
         super().__init__()
-        self.tokens = tokens or _embedding(vocab, d_model, pad_id)
-        self.scale, self.dropout, self.max_positions = math.sqrt(d_model), dropout, max_positions
-        if learned:
-            self.positions = nn.Embedding(max_positions, d_model)
+        d_model = cfg.d_model
+        self.tokens = tokens or _embedding(vocab, d_model, cfg.pad_id)
+        self.scale = math.sqrt(d_model) if cfg.scale_embedding else 1.0
+        self.dropout, self.max_positions, self.offset = cfg.dropout, max_positions, cfg.position_offset
+        rows = max_positions + cfg.position_offset
+        if cfg.position_embeddings and cfg.learned_positions:
+            self.positions = nn.Embedding(rows, d_model)
             nn.init.normal_(self.positions.weight, std=d_model**-0.5)
-        else:
-            self.register_buffer("table", sinusoidal_positions(max_positions, d_model), persistent=False)
+        elif cfg.position_embeddings:
+            self.register_buffer("table", sinusoidal_positions(rows, d_model, cfg.sinusoid), persistent=False)
+        self.norm = nn.LayerNorm(d_model) if cfg.layernorm_embedding else None
 
     def forward(self, tokens: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:
         """tokens (B, T) at positions start..start+T-1 → (B, T, d). `start` may be a tensor (export)."""
         if isinstance(start, int) and start + tokens.shape[1] > self.max_positions:
             raise ValueError(f"sequence of {start + tokens.shape[1]} positions exceeds max positions {self.max_positions}")
-        positions = torch.arange(tokens.shape[1], device=tokens.device) + start  # (T,)
-        table = self.positions.weight if hasattr(self, "positions") else cast(torch.Tensor, self.table)
-        return F.dropout(self.tokens(tokens) * self.scale + table.index_select(0, positions), self.dropout, self.training)
+        x = self.tokens(tokens) * self.scale
+        table = self.positions.weight if hasattr(self, "positions") else getattr(self, "table", None)
+        if table is not None:
+            positions = torch.arange(tokens.shape[1], device=tokens.device) + start + self.offset  # (T,)
+            x = x + table.index_select(0, positions)
+        if self.norm is not None:
+            x = self.norm(x)
+        return F.dropout(x, self.dropout, self.training)
 
 
 def _embedding(vocab: int, d_model: int, pad_id: int) -> nn.Embedding:
@@ -224,15 +254,16 @@ class EncoderDecoder(nn.Module):
         cfg = self.config = config
         src_tokens = _embedding(cfg.src_vocab_size, cfg.d_model, cfg.pad_id)
         tgt_tokens = src_tokens if cfg.share_all_embeddings else None
-        self.src_embed = Embedding(cfg.src_vocab_size, cfg.d_model, cfg.pad_id, cfg.max_source_positions,
-                                   cfg.learned_positions, cfg.dropout, src_tokens)
-        self.tgt_embed = Embedding(cfg.tgt_vocab_size, cfg.d_model, cfg.pad_id, cfg.max_target_positions,
-                                   cfg.learned_positions, cfg.dropout, tgt_tokens)
+        self.src_embed = Embedding(cfg, cfg.src_vocab_size, cfg.max_source_positions, src_tokens)
+        self.tgt_embed = Embedding(cfg, cfg.tgt_vocab_size, cfg.max_target_positions, tgt_tokens)
         self.encoder = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.decoder_layers))
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.normalize_before else nn.Identity()
-        self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.normalize_before else nn.Identity()
-        self.output = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
+        final_norm = cfg.normalize_before and cfg.decoder_final_norm
+        self.decoder_norm = nn.LayerNorm(cfg.d_model) if final_norm else nn.Identity()
+        self.output = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=cfg.output_bias)
+        if cfg.output_bias:
+            nn.init.zeros_(self.output.bias)
         if cfg.share_all_embeddings or cfg.share_decoder_input_output_embed:
             self.output.weight = self.tgt_embed.tokens.weight
         else:

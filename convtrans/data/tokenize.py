@@ -122,27 +122,34 @@ def train_sentencepiece(
     return path
 
 
+def load_sentencepiece(model_path: Path):  # noqa: ANN201 - sentencepiece has no type hints
+    """A SentencePieceProcessor for a model file, refused in one line if it is not one (or huge)."""
+    import sentencepiece as spm
+
+    path = Path(model_path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{path}: not a regular file (a sentencepiece model is read whole)")
+    if info.st_size > MAX_SPM_BYTES:
+        raise UserError(f"{path}: {info.st_size:,} bytes is too large for a sentencepiece model "
+                        f"(at most {MAX_SPM_BYTES:,})")
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.load(str(path))
+    except (OSError, RuntimeError):
+        raise UserError(f"{path}: not a sentencepiece model") from None
+    return sp
+
+
 class SubwordTokenizer:
     """A sentencepiece model with the ids convtrans needs (pad, unk, bos, eos)."""
 
     def __init__(self, model_path: Path) -> None:
-        import sentencepiece as spm
-
         self.path = Path(model_path)
-        try:
-            info = self.path.stat()
-        except FileNotFoundError:
-            raise UserError(f"file not found: {self.path}") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{self.path}: not a regular file (a sentencepiece model is read whole)")
-        if info.st_size > MAX_SPM_BYTES:
-            raise UserError(f"{self.path}: {info.st_size:,} bytes is too large for a sentencepiece model "
-                            f"(at most {MAX_SPM_BYTES:,})")
-        self.sp = spm.SentencePieceProcessor()
-        try:
-            self.sp.load(str(self.path))
-        except (OSError, RuntimeError):
-            raise UserError(f"{self.path}: not a sentencepiece model") from None
+        self.sp = load_sentencepiece(self.path)
         ids = {"pad": self.sp.pad_id(), "unk": self.sp.unk_id(), "bos": self.sp.bos_id(), "eos": self.sp.eos_id()}
         missing = [name for name, value in ids.items() if value < 0]
         if missing:

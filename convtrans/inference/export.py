@@ -80,7 +80,7 @@ def _examples(model: EncoderDecoder) -> dict[str, Any]:
     src[1, 3] = cfg.eos_id
     enc_out, enc_mask = model.encode(src)
     cache = model.init_cache(enc_out, enc_mask)
-    tokens = torch.full((2, 1), cfg.bos_id, dtype=torch.long)
+    tokens = torch.full((2, 1), cfg.start_id, dtype=torch.long)
     for _ in range(2):
         _, cache = model.decode_step(tokens, enc_out, enc_mask, cache)
         tokens = torch.full((2, 1), 4, dtype=torch.long)

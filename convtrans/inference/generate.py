@@ -12,11 +12,14 @@ The conventions are fairseq's, so scores and BLEU compare with published numbers
   pad and EOS.
   At step max_len EOS is forced (its log-probability counts); before min_len tokens it is blocked
   (max_len wins if the two disagree), and it is allowed whenever constraints leave nothing else.
-  Pad and BOS are never generated. Truncating sources (max_source_len) is the caller's job.
+  Pad and the decoder's start token (BOS; fairseq's models start from EOS, Marian's from pad) are
+  never generated, unless the start token is EOS. Truncating sources (max_source_len) is the
+  caller's job.
 - Beam search keeps `beam` live hypotheses per sentence. Each step takes the 2·beam best
   continuations; those ending in EOS among the first `beam` are finished, and the `beam` best others
-  live on. A sentence is done once `beam` hypotheses have finished, or at its max_len (fairseq's
-  rule; it makes beam 1 equal greedy). Done sentences leave the batch to save work; rows never mix
+  live on. A sentence is done once `beam` hypotheses have finished (when more end at one step, the
+  best-ranked candidates fill the room), or at its max_len (fairseq's rules; they make beam 1 equal
+  greedy). Done sentences leave the batch to save work; rows never mix
   and padding is masked, so batched results equal one-sentence-at-a-time results. A beam reorder
   within sentences leaves the encoder output and cross-attention keys/values alone (identical for
   all of a sentence's rows); only the self-mixer states are gathered.
@@ -94,7 +97,7 @@ def _left_to_right(models: Sequence[EncoderDecoder], src: torch.Tensor, config: 
     max_len = max_lengths(models, src, config)[rows]  # (N,)
     history = src.new_empty(rows.shape[0], 0)  # (N, t) tokens generated so far
     log_prob = torch.zeros(rows.shape[0], device=src.device)
-    tokens = src.new_full((rows.shape[0], 1), ids.bos_id)  # (N, 1)
+    tokens = src.new_full((rows.shape[0], 1), ids.start_id)  # (N, 1)
     results: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for step in range(int(max_len.max()) + 1):
         lprobs, state = _next_log_probs(models, state, tokens)
@@ -135,7 +138,7 @@ def beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
     scores = torch.zeros(batch, beam, device=device)  # (n, K) log-prob of each live hypothesis
     scores[:, 1:] = -math.inf  # all K start as BOS: keep one, or the beam would fill with copies
     history = src.new_empty(batch * beam, 0)  # (n·K, t)
-    tokens = src.new_full((batch * beam, 1), ids.bos_id)  # (n·K, 1)
+    tokens = src.new_full((batch * beam, 1), ids.start_id)  # (n·K, 1)
     n_finished = torch.zeros(batch, dtype=torch.long, device=device)  # (n,)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for step in range(int(max_len.max()) + 1):
@@ -151,6 +154,9 @@ def beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
 
         # EOS among the first K candidates finishes a hypothesis (-inf ones are dead beam slots)
         ends = is_eos[:, :beam] & top_scores[:, :beam].isfinite()  # (n, K)
+        # at most `beam` finish per sentence, the best-ranked candidates first (fairseq's finalize_hypos)
+        room = (beam - n_finished).clamp(min=0)[:, None]  # (n, 1)
+        ends &= ends.cumsum(1).le(room)
         n_finished += ends.sum(1)
         if ends.any():
             which, rank = ends.nonzero(as_tuple=True)
@@ -234,11 +240,13 @@ def _next_log_probs(models: Sequence[EncoderDecoder], state: EnsembleState,
 # -------------------------------------------------------------------------------- token choices
 def _constrain(lprobs: torch.Tensor, history: torch.Tensor, step: int, max_len: torch.Tensor,
                config: GenerateConfig, ids: ModelConfig) -> torch.Tensor:
-    """Set to -inf what may not come next: pad, BOS, EOS before min_len, repeated n-grams; at a
-    row's max_len everything but EOS. A row left with nothing may end (EOS keeps its log-prob)."""
+    """Set to -inf what may not come next: pad, the start token (BOS) unless it is EOS, EOS before
+    min_len, repeated n-grams; at a row's max_len everything but EOS. A row left with nothing may
+    end (EOS keeps its log-prob)."""
     eos_lp = lprobs[:, ids.eos_id].clone()  # (N,)
     lprobs[:, ids.pad_id] = -math.inf
-    lprobs[:, ids.bos_id] = -math.inf
+    if ids.start_id != ids.eos_id:  # fairseq's models start from EOS, which they must be able to end with
+        lprobs[:, ids.start_id] = -math.inf
     if step < config.min_len:
         lprobs[:, ids.eos_id] = -math.inf
     if config.no_repeat_ngram:

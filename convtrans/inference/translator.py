@@ -7,15 +7,15 @@
         print(result.text, result.score)
 
 Lines are prepared exactly as at training time (whitespace normalization, optional Moses and
-lowercasing, sentencepiece), sorted by length within a window and grouped into batches of at
-most `batch_tokens` source tokens (fewer when memory is short), decoded, and returned in input
-order. Blank (or whitespace-only) lines give empty results without touching the model, so line N
-in is line N out. With a translation model each line is split into sentences, translated as
-separate sources of the same batches (a sentence-level model garbles a paragraph), a sentence over
-the model's limit cut into pieces, and the outputs joined with the line's own whitespace; with a
-summarization model a document over the limit is summarized in chunks and the summaries joined
-(segment.py). `split=False` reads each line as one source and truncates it to the limit (the
-`on_truncate(line, length, limit)` callback is told).
+lowercasing, sentencepiece; an imported model's own pipeline, data/pipelines.py), sorted by length
+within a window and grouped into batches of at most `batch_tokens` source tokens (fewer when memory
+is short), decoded, and returned in input order. Blank (or whitespace-only) lines give empty
+results without touching the model, so line N in is line N out. With a translation model each line
+is split into sentences, translated as separate sources of the same batches (a sentence-level model
+garbles a paragraph), a sentence over the model's limit cut into pieces, and the outputs joined
+with the line's own whitespace; with a summarization model a document over the limit is summarized
+in chunks and the summaries joined (segment.py). `split=False` reads each line as one source and
+truncates it to the limit (the `on_truncate(line, length, limit)` callback is told).
 `convtrans translate` and `summarize` run through `translate_iterable`: the CLI and this API are
 one path.
 """
@@ -30,7 +30,7 @@ from typing import Any, cast
 import torch
 
 from convtrans.config import GenerateConfig
-from convtrans.data.tokenize import SubwordTokenizer, TextProcessor
+from convtrans.data.pipelines import load_pipeline
 from convtrans.inference.segment import LinePlan, plan_line
 from convtrans.inference.textio import chunks
 from convtrans.resources import pick_device, sentences_per_batch
@@ -76,9 +76,8 @@ class Translator:
                                                          precision)
         data = self.checkpoint.data
         self.source, self.target = data.source_lang, data.target_lang
-        self.src_tok = SubwordTokenizer(self.checkpoint.tokenizer_path(self.source))
-        self.tgt_tok = SubwordTokenizer(self.checkpoint.tokenizer_path(self.target))
-        self.src_text, self.tgt_text = TextProcessor(**data.text[self.source]), TextProcessor(**data.text[self.target])
+        self.src_pipeline = load_pipeline(self.source, data.text[self.source], self.checkpoint.tokenizer_path)
+        self.tgt_pipeline = load_pipeline(self.target, data.text[self.target], self.checkpoint.tokenizer_path)
         self.generate_config = generate or self.checkpoint.generate
         self.generate_config = self.search_config(**search)
         self.batch_tokens = batch_tokens
@@ -104,7 +103,7 @@ class Translator:
 
     def _encode(self, pieces: Sequence[str], line_numbers: Sequence[int], limit: int) -> list[list[int]]:
         """Subword ids of each piece, truncated to `limit` (the line's number is reported)."""
-        ids = self.src_tok.encode([self.src_text.pre(piece) for piece in pieces])
+        ids = self.src_pipeline.encode(pieces)
         for offset, seq in enumerate(ids):
             if len(seq) > limit:
                 self.on_truncate(line_numbers[offset], len(seq), limit)
@@ -112,11 +111,11 @@ class Translator:
         return ids
 
     def _decode(self, tokens: Sequence[int]) -> str:
-        return self.tgt_text.post(self.tgt_tok.decode(list(tokens)))
+        return self.tgt_pipeline.decode(tokens)
 
     def count_subwords(self, text: str) -> int:
         """Source subwords of `text` as the model reads it (the limit is in these)."""
-        return len(self.src_tok.encode([self.src_text.pre(text)])[0])
+        return len(self.src_pipeline.encode([text])[0])
 
     def source_limit(self, config: GenerateConfig) -> int:
         return min(self.model_source_limit, config.max_source_len or self.model_source_limit)

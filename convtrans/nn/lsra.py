@@ -20,15 +20,16 @@ from convtrans.nn.conv import ConvMixer
 class LSRAMixer(nn.Module):
     def __init__(self, *, d_model: int, attn_dim: int, heads: int, kernel_size: int, conv_kind: str, glu: bool,
                  causal: bool, attention_dropout: float = 0.0, weight_dropout: float = 0.0,
-                 dropconnect_per_position: bool = False) -> None:
+                 dropconnect_per_position: bool = False, conv_heads: int | None = None) -> None:
+        """`heads` for the attention branch, `conv_heads` (default: the same) for the conv branch."""
         super().__init__()
         if not 0 < attn_dim < d_model:
             raise ValueError(f"attention branch width must be in (0, {d_model}), got {attn_dim}")
         self.attn_dim, self.causal = attn_dim, causal
         conv_dim = d_model - attn_dim
         self.attention = MultiheadAttention(width=attn_dim, heads=heads, dropout=attention_dropout)
-        self.conv = ConvMixer(d_model=conv_dim, conv_dim=conv_dim, heads=heads, kernel_size=kernel_size, kind=conv_kind,
-                              glu=glu, causal=causal, weight_dropout=weight_dropout,
+        self.conv = ConvMixer(d_model=conv_dim, conv_dim=conv_dim, heads=conv_heads or heads, kernel_size=kernel_size,
+                              kind=conv_kind, glu=glu, causal=causal, weight_dropout=weight_dropout,
                               dropconnect_per_position=dropconnect_per_position)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,

@@ -80,8 +80,9 @@ def test_truncation_is_reported_and_equals_translating_the_cut_source(model_dir:
     long_line = " ".join([LINES[0]] * 20)
     short = translator.translate_batch([long_line], GenerateConfig(beam=2, max_source_len=12), first_line=7)[0]
     assert reports and reports[0][0] == 7 and reports[0][2] == 12 and reports[0][1] > 12
-    pieces = translator.src_tok.sp.encode(translator.src_text.pre(long_line))[:12]
-    cut = translator.src_tok.decode(pieces)
+    source = translator.src_pipeline
+    pieces = source.tokenizer.sp.encode(source.text.pre(long_line))[:12]
+    cut = source.tokenizer.decode(pieces)
     assert short.text == translator.translate_batch([cut], GenerateConfig(beam=2))[0].text
 
 
