@@ -423,6 +423,57 @@ def export(
 
 
 
+import_app = typer.Typer(help="Import models trained elsewhere (fairseq, Lite Transformer, OPUS-MT/Marian) as convtrans "
+                         "model folders.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("fairseq")
+@friendly_errors
+def import_fairseq(
+    checkpoint: Annotated[Path, typer.Argument(help="The fairseq checkpoint (.pt); read without unpickling code.")],
+    dict_dir: Annotated[Path, typer.Option(help="Folder with the model's dict.<lang>.txt files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The convtrans model folder to write.")],
+    source_lang: Annotated[str | None, typer.Option(help="Source language (default: the checkpoint's).")] = None,
+    target_lang: Annotated[str | None, typer.Option(help="Target language (default: the checkpoint's).")] = None,
+    tokenizer: Annotated[str, typer.Option(help="moses (sacremoses, as fairseq's --tokenizer moses) or none.")] = "moses",
+    bpe: Annotated[str | None, typer.Option(help="subword_nmt, fastbpe or sentencepiece (none if not given).")] = None,
+    bpe_codes: Annotated[Path | None, typer.Option(help="The BPE codes file (or sentencepiece model).")] = None,
+    lowercase: Annotated[bool, typer.Option("--lowercase", help="The model was trained on lowercased text (IWSLT14).")] = False,
+    task: Annotated[str, typer.Option(help="translation, or summarization (CNN-DM models).")] = "translation",
+    license_text: Annotated[str | None, typer.Option("--license", help="Licence terms to write into the model card.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Convert a fairseq Transformer, LightConv/DynamicConv or Lite Transformer checkpoint exactly."""
+    from convtrans.console import stderr
+    from convtrans.imports.fairseq import FairseqImport
+    from convtrans.imports.fairseq import import_fairseq as run_import
+
+    options = FairseqImport(checkpoint=checkpoint, dict_dir=dict_dir, out=out, source_lang=source_lang,
+                            target_lang=target_lang, tokenizer=tokenizer, bpe=bpe, bpe_codes=bpe_codes,
+                            lowercase=lowercase, task=task, license=license_text, overwrite=force)
+    stderr.print(f"wrote {run_import(options)}")
+
+
+@import_app.command("marian")
+@friendly_errors
+def import_marian(
+    hf_dir: Annotated[Path, typer.Argument(help="A MarianMT model folder in the Hugging Face layout (OPUS-MT).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The convtrans model folder to write.")],
+    source_lang: Annotated[str | None, typer.Option(help="Source language (default: from the folder's tokenizer config).")] = None,
+    target_lang: Annotated[str | None, typer.Option(help="Target language (default: from the folder's tokenizer config).")] = None,
+    license_text: Annotated[str | None, typer.Option("--license", help="Licence terms to write into the model card (OPUS-MT: CC-BY 4.0).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Convert an OPUS-MT / MarianMT model (config.json, weights, source/target.spm, vocab.json) exactly."""
+    from convtrans.console import stderr
+    from convtrans.imports.marian import MarianImport
+    from convtrans.imports.marian import import_marian as run_import
+
+    options = MarianImport(hf_dir=hf_dir, out=out, source_lang=source_lang, target_lang=target_lang,
+                           license=license_text, overwrite=force)
+    stderr.print(f"wrote {run_import(options)}")
+
 
 @app.command()
 @friendly_errors

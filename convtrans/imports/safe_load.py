@@ -87,8 +87,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         name = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = name.group(1) if name else str(err).strip().splitlines()[0][:120]
-        raise UserError(f"{path}: refusing to unpickle {what}: not a class fairseq checkpoints need, and "
+        if name is None:  # not a refused global: a damaged or foreign file
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+            why = detail.group(1).strip() if detail else str(err).strip().splitlines()[0]
+            raise UserError(f"{path}: not a readable PyTorch checkpoint ({why[:120]})") from None
+        raise UserError(f"{path}: refusing to unpickle {name.group(1)}: not a class fairseq checkpoints need, and "
                         "unpickling it could run code (weights are read with torch.load(weights_only=True))") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({str(err).strip().splitlines()[0][:120]})") from None

@@ -1,0 +1,76 @@
+"""Reading fairseq checkpoints never unpickles code: what the allowlist admits loads, anything else
+is refused in one line naming the global, before anything runs (imports/safe_load.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from convtrans.errors import UserError
+from convtrans.imports.safe_load import InertMeter, load_checkpoint
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it would create a file (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        return (os.mkdir, (str(self.marker),))
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path: Path, zip_format: bool) -> None:
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "args": _RunsCode(marker)}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UserError, match=r"refusing to unpickle .*mkdir.*weights_only=True"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_namespace_args_and_2019_meters_load_as_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fairseq <= 0.9 files hold args as argparse.Namespace and fairseq.meters objects in
+    extra_state; they load without fairseq (the meters as inert stand-ins)."""
+    meters = types.ModuleType("fairseq.meters")
+
+    class AverageMeter:
+        def __init__(self) -> None:
+            self.avg, self.count = 1.5, 3
+
+    AverageMeter.__module__, AverageMeter.__qualname__ = "fairseq.meters", "AverageMeter"
+    meters.AverageMeter = AverageMeter  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fairseq", types.ModuleType("fairseq"))
+    monkeypatch.setitem(sys.modules, "fairseq.meters", meters)
+    path = tmp_path / "old.pt"
+    weights = {"encoder.embed_tokens.weight": torch.randn(8, 4)}
+    torch.save({"model": weights, "args": argparse.Namespace(arch="lightconv_iwslt_de_en"),
+                "extra_state": {"train_meters": {"loss": AverageMeter()}}}, path, _use_new_zipfile_serialization=False)
+    monkeypatch.delitem(sys.modules, "fairseq.meters")
+    monkeypatch.delitem(sys.modules, "fairseq")
+    state = load_checkpoint(path)
+    assert state["args"].arch == "lightconv_iwslt_de_en"
+    assert isinstance(state["extra_state"]["train_meters"]["loss"], InertMeter)
+    assert torch.equal(state["model"]["encoder.embed_tokens.weight"], weights["encoder.embed_tokens.weight"])
+
+
+def test_files_that_are_not_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(garbage)
+    no_model = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(1)}, no_model)
+    with pytest.raises(UserError, match="not a fairseq checkpoint"):
+        load_checkpoint(no_model)
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(UserError, match="not a regular file"):
+        load_checkpoint(tmp_path)
