@@ -38,6 +38,8 @@ SINUSOIDS = ("fairseq", "marian")
 # beam needs is checked as well (resources.py), so a large beam on a large vocabulary is refused
 # with the number it would take.
 MAX_BEAM = 1024
+SEARCHES = ("fairseq", "hf")
+EARLY_STOPPING = ("heuristic", "true", "never")
 
 
 _S = TypeVar("_S", bound="_Serializable")
@@ -384,10 +386,17 @@ class GenerateConfig(_Serializable):
     top_p: float = 1.0  # sampling: nucleus mass
     seed: int = 0  # sampling seed
     max_source_len: int = 0  # truncate sources to this many subwords (0 = the model's limit)
+    # beam search rules: "fairseq" (done when `beam` hypotheses end) or "hf" (transformers' generate,
+    # which imported Marian models were released with: the best `beam` finished by score, stopping
+    # by `early_stopping`: heuristic (transformers' False), true, or never)
+    search: str = "fairseq"
+    early_stopping: str = "heuristic"
 
     def __post_init__(self) -> None:
         checks = [
             (1 <= self.beam <= MAX_BEAM, "beam", f"must be in [1, {MAX_BEAM}]"),
+            (self.search in SEARCHES, "search", f"must be one of {', '.join(SEARCHES)}"),
+            (self.early_stopping in EARLY_STOPPING, "early_stopping", f"must be one of {', '.join(EARLY_STOPPING)}"),
             (1 <= self.n_best <= (MAX_BEAM if self.sampling else self.beam), "n_best",
              "must be in [1, beam]" if not self.sampling else f"must be in [1, {MAX_BEAM}]"),
             (self.min_len >= 0, "min_len", "must be >= 0"),

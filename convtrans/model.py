@@ -87,11 +87,14 @@ def _unchanged(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-# config.ACTIVATIONS -> the function (the imports map fairseq's and Hugging Face's names onto these)
+# config.ACTIVATIONS -> the function (the imports map fairseq's and Hugging Face's names onto these).
+# gelu_tanh is written out as fairseq's gelu_accurate and HF's gelu_new write it (torch's own
+# approximate="tanh" rounds differently, ~1e-5 apart on imported models)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
     "gelu": F.gelu,
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * torch.pow(x, 3)))),
     "silu": F.silu,
 }
 

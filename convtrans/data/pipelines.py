@@ -11,7 +11,8 @@ checkpoint's `data.text[side]`:
   BOS, writes `<unk>` for unknown ids, joins the BPE and detokenizes.
 - "marian": what transformers' MarianTokenizer does: a leading `>>xx<<` language code is a token
   of its own, the rest goes through the source sentencepiece model and vocab.json; decoding
-  skips the special tokens (EOS, unk, pad) and joins the target pieces.
+  skips the special tokens (EOS, unk, pad) and joins the pieces (MarianPipeline says with which
+  sentencepiece model).
 
 The files a pipeline reads are named by keys of `data.tokenizers` and resolved inside the model
 folder (checkpoint.member), so a model folder cannot make us read outside it.
@@ -19,7 +20,6 @@ folder (checkpoint.member), so a model folder cannot make us read outside it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -96,26 +96,30 @@ class FairseqPipeline:
 
 
 class MarianPipeline:
-    """transformers' MarianTokenizer: language code, sentencepiece pieces, vocab.json ids."""
+    """transformers' MarianTokenizer (5.x): a leading `>>xx<<` language code, sentencepiece
+    pieces, vocab.json ids; decoding skips the special tokens and joins the pieces with
+    `decode_spm`, which transformers takes to be the *source* model when the vocabulary is shared
+    (MarianTokenizer._decode's default) and the target model for separate vocabularies."""
 
-    language_code = re.compile(">>.+<<")  # MarianTokenizer.language_code_re (greedy, as there)
-
-    def __init__(self, vocab: Vocabulary, spm_path: Path, specials: Sequence[str] = ("</s>", "<unk>", "<pad>")) -> None:
+    def __init__(self, vocab: Vocabulary, spm_path: Path, decode_spm_path: Path | None = None,
+                 specials: Sequence[str] = ("</s>", "<unk>", "<pad>")) -> None:
         self.vocab, self.sp = vocab, load_sentencepiece(spm_path)
+        self.decode_sp = load_sentencepiece(decode_spm_path) if decode_spm_path else self.sp
         self.special_ids = {vocab.index[s] for s in specials if s in vocab.index}
 
     def encode(self, lines: Sequence[str]) -> list[list[int]]:
         out = []
         for line in lines:
-            match = self.language_code.match(line)
-            code = [match.group(0)] if match else []
-            pieces = self.sp.encode(self.language_code.sub("", line), out_type=str)
-            out.append(self.vocab.ids(code + pieces))
+            code: list[str] = []
+            end = line.find("<<") if line.startswith(">>") else -1  # MarianTokenizer.remove_language_code
+            if end != -1:
+                code, line = [line[: end + 2]], line[end + 2 :]
+            out.append(self.vocab.ids(code + self.sp.encode(line, out_type=str)))
         return out
 
     def decode(self, ids: Sequence[int]) -> str:
         pieces = [self.vocab.symbols[i] for i in ids if i not in self.special_ids]
-        return self.sp.decode_pieces(pieces).replace("\u2581", " ").strip()
+        return self.decode_sp.decode_pieces(pieces).replace("\u2581", " ").strip()
 
 
 def load_pipeline(side: str, spec: dict[str, Any], file: Callable[[str], Path]) -> TextPipeline:
@@ -132,7 +136,8 @@ def load_pipeline(side: str, spec: dict[str, Any], file: Callable[[str], Path]) 
             return FairseqPipeline(vocab, spec["lang"], spec.get("tokenizer", "moses"), splitter,
                                    bool(spec.get("lowercase", False)))
         if kind == "marian":
-            return MarianPipeline(read_marian_vocab(file(spec["vocab"])), file(spec["spm"]))
+            decode_spm = file(spec["decode_spm"]) if spec.get("decode_spm") else None
+            return MarianPipeline(read_marian_vocab(file(spec["vocab"])), file(spec["spm"]), decode_spm)
     except (KeyError, TypeError) as err:
         raise UserError(f"the model's text options for {side} are incomplete or wrong ({err})") from None
     raise UserError(f"unknown text pipeline {kind!r}; this convtrans reads {', '.join(PIPELINES)}")

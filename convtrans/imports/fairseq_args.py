@@ -201,9 +201,65 @@ def lightconv_config(args: _Args, src_vocab: int, tgt_vocab: int) -> ModelConfig
     return ModelConfig(**fields)
 
 
+def _branches(args: _Args, side: str) -> list[tuple[str, str, int, int]]:
+    """Lite's `type:kernel:dim:heads` branch specs of one side."""
+    raw = args.get(f"{side}_branch_type", None)
+    if not raw:
+        refuse(f"{side}_branch_type", "missing: a multibranch layer without branches is a plain Transformer layer")
+    specs = []
+    for spec in raw:
+        parts = str(spec).split(":")
+        if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+            refuse(f"{side}_branch_type", f"{spec!r} is not type:kernel:dim:heads")
+        specs.append((parts[0], parts[1], int(parts[2]), int(parts[3])))
+    return specs
+
+
+def multibranch_config(args: _Args, src_vocab: int, tgt_vocab: int) -> ModelConfig:
+    """Lite Transformer: each layer's token mixer is [attention | conv] over split channels (LSRA)."""
+    fields = _common(args, "lite_transformer", src_vocab, tgt_vocab)
+    if args.get("encoder_decoder_branch_type", None):
+        refuse("encoder_decoder_branch_type", "multibranch cross-attention is not supported")
+    if not args.get("conv_linear", False):
+        refuse("conv_linear", "False: the fork's conv branches need their Linear layers (with_linear)")
+    if not args.get("weight_softmax", True):
+        refuse("weight_softmax", "False (unnormalized kernels) is not supported")
+    if args.get("input_transform", None) not in (None, "", "None", False):
+        refuse("input_transform", "embedding input transforms are not supported")
+    layouts = {}
+    for side in ("encoder", "decoder"):
+        branches = _branches(args, side)
+        kinds = [kind for kind, *_ in branches]
+        if len(branches) != 2 or kinds[0] != "attn" or kinds[1] not in CONV_TYPES:
+            refuse(f"{side}_branch_type", f"{kinds} is not [attn, lightweight|dynamic] (the attention branch first)")
+        (_, _, attn_dim, attn_heads), (conv_kind, kernel, conv_dim, conv_heads) = branches
+        if attn_dim + conv_dim != fields["d_model"]:
+            refuse(f"{side}_branch_type", f"branch widths {attn_dim}+{conv_dim} do not add up to {fields['d_model']}")
+        layers = fields[f"{side}_layers"]
+        kernels = _kernels(args, side) if kernel == "default" else (int(kernel),) * layers
+        if side == "encoder" and any(k % 2 == 0 for k in kernels):
+            refuse("encoder_kernel_size_list", "an even encoder kernel pads asymmetrically")
+        layouts[side] = (attn_dim, attn_heads, CONV_TYPES[conv_kind], conv_heads, kernels)
+    if layouts["encoder"][:4] != layouts["decoder"][:4]:
+        refuse("decoder_branch_type", "differs from encoder_branch_type in width, heads or conv type; convtrans "
+                                      "uses one layout for both")
+    attn_dim, attn_heads, conv_kind, conv_heads, _ = layouts["encoder"]
+    lightweight = conv_kind == "lightconv"  # the fork's LightweightConv branch has no GLU, whatever *_glu says
+    fields.update(encoder_mixer="lsra", decoder_mixer="lsra", lsra_attention_dim=attn_dim, lsra_heads=attn_heads,
+                  lsra_conv=conv_kind, lsra_conv_heads=conv_heads if conv_heads != attn_heads else 0,
+                  encoder_kernel_sizes=layouts["encoder"][4], decoder_kernel_sizes=layouts["decoder"][4],
+                  encoder_glu=bool(args.get("encoder_glu", True)) and not lightweight,
+                  decoder_glu=bool(args.get("decoder_glu", True)) and not lightweight,
+                  activation=_activation(args),
+                  decoder_final_norm=not bool(args.get("no_decoder_final_norm", False)),
+                  weight_dropout=float(args.get("weight_dropout", fields["attention_dropout"])))
+    return ModelConfig(**fields)
+
+
 FAMILIES: dict[str, Callable[[_Args, int, int], ModelConfig]] = {
     "transformer": transformer_config,
     "lightconv": lightconv_config,
+    "multibranch": multibranch_config,
 }
 
 

@@ -7,7 +7,9 @@ are applied here so 2018-2019 files read like current ones:
 - LightConv kernels of shape (H, 1, K) (the TBC module) or (H, K) (the CUDA module) both read;
 - `decoder.embed_out` (older) and `decoder.output_projection.weight` (newer) both read.
 Ignored on purpose: `*.version` markers, `*.embed_positions._float_tensor` (a dummy of the
-sinusoidal table) and a tied output projection (a second name for the embedding). Every other
+sinusoidal table), fairseq 0.12's BetterTransformer copies in encoder layers (`in_proj_weight`,
+`fc1_weight`, ... at the layer level) and a tied output projection (a second name for the
+embedding, which must equal it). Every other
 tensor must be consumed and every convtrans tensor filled with the right shape, else the import
 stops with one line naming the tensor.
 """
@@ -22,14 +24,20 @@ import torch
 from convtrans.errors import UserError
 
 Rename = Callable[[str], str | None]
-IGNORED = (re.compile(r"(^|\.)version$"), re.compile(r"\.embed_positions\._float_tensor$"))
+IGNORED = (
+    re.compile(r"(^|\.)version$"),
+    re.compile(r"\.embed_positions\._float_tensor$"),
+    # fairseq 0.12's TransformerEncoderLayerBase keeps flat copies of its attention and FFN weights
+    # for the BetterTransformer fast path (zeros until a load fills them from the real ones)
+    re.compile(r"^encoder\.layers\.\d+\.(in_proj|out_proj|fc1|fc2)_(weight|bias)$"),
+)
 
 
 def split_in_proj(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Old fused attention projections → separate q/k/v (MultiheadAttention.upgrade_state_dict_named)."""
     out = {}
     for name, tensor in state.items():
-        match = re.match(r"(.*)\.in_proj_(weight|bias)$", name)
+        match = re.match(r"(.*(?:attn|branches\.\d+))\.in_proj_(weight|bias)$", name)
         if not match:
             out[name] = tensor
             continue
@@ -100,6 +108,16 @@ def transformer_rename(name: str) -> str | None:
     part, _, leaf = rest.rpartition(".")
     if part in LAYER_PARTS:
         return f"{prefix}.{LAYER_PARTS[part]}.{leaf}"
+    if rest.startswith("self_attn.branches."):  # Lite Transformer: branch 0 attention, branch 1 conv
+        branch, _, leaf_name = rest[len("self_attn.branches."):].partition(".")
+        if branch == "0":
+            return _attention(f"{prefix}.mixer.attention", leaf_name)
+        conv = {"linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "weight_linear.weight"}
+        if branch == "1" and leaf_name in conv:
+            return f"{prefix}.mixer.conv.{leaf_name}"
+        if branch == "1" and leaf_name == "weight":
+            return f"{prefix}.mixer.conv.weight"
+        return None
     if rest.startswith("self_attn."):
         return _attention(f"{prefix}.mixer.attn", rest[len("self_attn."):])
     if rest.startswith("encoder_attn."):
@@ -139,7 +157,7 @@ def convert(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], ren
             continue
         if ours in out:
             raise UserError(f"cannot import this checkpoint: tensors for {ours} appear twice (e.g. {name})")
-        if ours.endswith("mixer.weight") and tensor.dim() == 3:  # LightConv TBC kernel (H, 1, K)
+        if ours.endswith(("mixer.weight", "mixer.conv.weight")) and tensor.dim() == 3:  # LightConv TBC kernel (H, 1, K)
             tensor = tensor.squeeze(1)
         out[ours] = tensor.float()
     for ours, source in tied.items():

@@ -58,11 +58,16 @@ class Hypothesis:
 def generate(models: Sequence[EncoderDecoder], src: torch.Tensor,
              config: GenerateConfig) -> list[list[Hypothesis]]:
     """For each row of src (B, S) (right-padded, each row ending in EOS), its n_best hypotheses, best
-    first. Greedy search for beam 1, beam search above, sampling when `config.sampling`."""
+    first. Greedy search for beam 1, beam search above (fairseq's rules, or transformers' with
+    config.search "hf": hf_search.py), sampling when `config.sampling`."""
     if config.sampling:
         return sample(models, src, config)
     if config.beam == 1:
         return greedy_search(models, src, config)
+    if config.search == "hf":
+        from convtrans.inference.hf_search import hf_beam_search
+
+        return hf_beam_search(models, src, config)
     return beam_search(models, src, config)
 
 
