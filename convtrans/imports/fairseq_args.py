@@ -32,8 +32,8 @@ DEFAULT_KERNELS = {"encoder": [3, 7, 15, 31, 31, 31, 31], "decoder": [3, 7, 15, 
 # args that must keep their default for the network to be one convtrans builds: name -> allowed
 MUST_BE = {
     "adaptive_softmax_cutoff": (None, "", "None"),
-    "adaptive_input": (False,),
-    "tie_adaptive_weights": (False,),
+    "adaptive_input": (False, None),
+    "tie_adaptive_weights": (False, None),  # Lite's fork defaults it to None
     "cross_self_attention": (False,),
     "no_cross_attention": (False,),
     "char_inputs": (False,),
