@@ -1,0 +1,151 @@
+"""`convtrans import` refuses bad input in one line naming what is wrong, before any work, and
+leaves no output folder behind (the imports package; the fixtures of test_import_reference.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from convtrans.cli import app
+from tests.conftest import one_line_error
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "imports"
+FAIRSEQ = FIXTURES / "fairseq_dynamicconv"
+MARIAN = FIXTURES / "marian_tied"
+
+
+def _fairseq(*args: str, checkpoint: Path = FAIRSEQ / "checkpoint_best.pt", dict_dir: Path = FAIRSEQ,
+             out: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["import", "fairseq", str(checkpoint), "--dict-dir", str(dict_dir), "-o", str(out),
+                                      "--bpe", "subword_nmt", "--bpe-codes", str(FAIRSEQ / "bpecodes"), *args])
+    return result.exit_code, result.stderr
+
+
+def _copy(tmp_path: Path, source: Path = FAIRSEQ) -> Path:
+    folder = tmp_path / "in"
+    shutil.copytree(source, folder)
+    return folder
+
+
+def _with_args(tmp_path: Path, **changes: object) -> Path:
+    """The fixture checkpoint with some training args changed (as another fairseq run would save)."""
+    from convtrans.imports.safe_load import load_checkpoint
+
+    state = load_checkpoint(FAIRSEQ / "checkpoint_best.pt")
+    args = vars(state["cfg"]["model"]) | changes
+    state["cfg"]["model"] = argparse.Namespace(**args)
+    path = tmp_path / "changed.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_a_good_import_writes_a_checksummed_folder_with_a_card(tmp_path: Path) -> None:
+    code, stderr = _fairseq("--license", "MIT (test fixture)", out=tmp_path / "model")
+    assert code == 0, stderr
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert set(config["files"]) == {"model.safetensors", "dict.de.txt", "dict.en.txt", "bpecodes", "README.md"}
+    assert "MIT (test fixture)" in (tmp_path / "model" / "README.md").read_text()
+    assert config["extra"]["imported"]["arch"] == "lightconv"
+
+
+@pytest.mark.parametrize("case", ["missing dict", "wrong dict", "missing codes", "bad codes", "out exists"])
+def test_missing_or_mismatched_files_are_named(tmp_path: Path, case: str) -> None:
+    folder, out = _copy(tmp_path), tmp_path / "model"
+    codes = FAIRSEQ / "bpecodes"
+    if case == "missing dict":
+        (folder / "dict.en.txt").unlink()
+        expected = f"dictionary not found: {folder / 'dict.en.txt'}"
+    elif case == "wrong dict":
+        (folder / "dict.en.txt").write_text("".join(f"w{i} 1\n" for i in range(50)), encoding="utf-8")
+        expected = f"{folder / 'dict.en.txt'} has 54 symbols"
+    elif case == "missing codes":
+        codes = tmp_path / "nope.codes"
+        expected = f"BPE codes file not found: {codes}"
+    elif case == "bad codes":
+        codes = folder / "bpecodes"
+        codes.write_text("#version: 0.2\na b\nthis has three\n", encoding="utf-8")
+        expected = f"{codes}:3: not a line of subword-nmt codes"
+    else:
+        out.mkdir()
+        expected = f"{out} already exists"
+    result = CliRunner().invoke(app, ["import", "fairseq", str(folder / "checkpoint_best.pt"), "--dict-dir", str(folder),
+                                      "-o", str(out), "--bpe", "subword_nmt", "--bpe-codes", str(codes)])
+    assert result.exit_code == 1
+    assert expected in one_line_error(result.stderr)
+    assert case == "out exists" or not out.exists()
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"adaptive_softmax_cutoff": "2000,4000"}, "argument adaptive_softmax_cutoff"),
+    ({"weight_softmax": False}, "argument weight_softmax: False (unnormalized kernels) is not supported"),
+    ({"encoder_conv_type": "sparse"}, "argument encoder_conv_type: 'sparse' is not lightweight or dynamic"),
+    ({"decoder_embed_dim": 64}, "argument decoder_embed_dim: 64 differs from encoder_embed_dim=32"),
+    ({"decoder_normalize_before": False}, "encoder_normalize_before=True differs from decoder_normalize_before=False"),
+    ({"encoder_kernel_size_list": [3, 4]}, "argument encoder_kernel_size_list: an even encoder kernel"),
+    ({"arch": "transformer_lm"}, "arch 'transformer_lm' is not a translation"),
+])
+def test_unsupported_arguments_are_refused_by_name(tmp_path: Path, changes: dict, expected: str) -> None:
+    code, stderr = _fairseq(checkpoint=_with_args(tmp_path, **changes), out=tmp_path / "model")
+    assert code == 1 and expected in one_line_error(stderr)
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_missing_or_misshapen_tensor_is_named(tmp_path: Path) -> None:
+    from convtrans.imports.safe_load import load_checkpoint
+
+    state = load_checkpoint(FAIRSEQ / "checkpoint_best.pt")
+    del state["model"]["decoder.layers.1.fc2.weight"]
+    state["model"]["encoder.layers.0.fc1.bias"] = torch.zeros(3)
+    path = tmp_path / "broken.pt"
+    torch.save(state, path)
+    code, stderr = _fairseq(checkpoint=path, out=tmp_path / "model")
+    assert code == 1 and "has no tensor for decoder.1.ffn.fc2.weight" in one_line_error(stderr)
+    state["model"]["decoder.layers.1.fc2.weight"] = torch.zeros(32, 64)
+    torch.save(state, path)
+    code, stderr = _fairseq(checkpoint=path, out=tmp_path / "model")
+    assert code == 1 and "encoder.0.ffn.fc1.bias is [3] in the checkpoint but the args give [64]" in one_line_error(stderr)
+
+
+class _Payload:
+    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        return (os.system, ("true",))
+
+
+def test_a_checkpoint_that_would_run_code_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "args": _Payload()}, path)
+    code, stderr = _fairseq(checkpoint=path, out=tmp_path / "model")
+    line = one_line_error(stderr)
+    assert code == 1 and "refusing to unpickle" in line and "system" in line
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no config", "config.json is missing"),
+    ("not marian", "not 'marian'"),
+    ("no spm", "target.spm is missing"),
+    ("bad vocab", "vocab.json has 3 entries but the model's source embeddings have"),
+    ("activation", "activation_function 'tanh' is not one of"),
+])
+def test_bad_marian_folders_are_one_line(tmp_path: Path, case: str, expected: str) -> None:
+    folder = _copy(tmp_path, MARIAN)
+    config = json.loads((folder / "config.json").read_text())
+    if case == "no config":
+        (folder / "config.json").unlink()
+    elif case == "not marian":
+        (folder / "config.json").write_text(json.dumps({**config, "model_type": "bart"}))
+    elif case == "no spm":
+        (folder / "target.spm").unlink()
+    elif case == "bad vocab":
+        (folder / "vocab.json").write_text(json.dumps({"</s>": 0, "<unk>": 1, "<pad>": 2}))
+    else:
+        (folder / "config.json").write_text(json.dumps({**config, "activation_function": "tanh"}))
+    result = CliRunner().invoke(app, ["import", "marian", str(folder), "-o", str(tmp_path / "model")])
+    assert result.exit_code == 1 and expected in one_line_error(result.stderr)
+    assert not (tmp_path / "model").exists()
