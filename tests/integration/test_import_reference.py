@@ -152,3 +152,18 @@ def test_imported_models_defaults_are_their_toolkits(tmp_path: Path) -> None:
     assert (marian_model.generate.beam, marian_model.generate.max_len_b, marian_model.generate.search) == (
         config["num_beams"], config["max_length"] - 2, "hf")
     assert (tmp_path / "fairseq" / "README.md").read_text().startswith("# fairseq: de→en, imported from fairseq")
+
+
+@pytest.mark.parametrize("case", [c for c in ("fairseq_transformer_prenorm", "lite_multibranch", "marian_tied")
+                                  if c in FAIRSEQ_CASES + LITE_CASES + MARIAN_CASES])
+def test_exported_imported_models_translate_as_the_original(case: str, tmp_path: Path) -> None:
+    """`convtrans export` (TorchScript) of an imported model: the same text as the reference."""
+    from convtrans.inference.export import export
+
+    importer = _import_marian if case.startswith("marian_") else _import_fairseq
+    model = importer(case, tmp_path / "model")
+    export([model], tmp_path / "exported", "torchscript", 0, None, False, False)
+    ref = _reference(case)
+    translator = Translator(tmp_path / "exported", device="cpu", split=False, generate=_search(ref, 5))
+    assert translator.translate([s["source"] for s in ref["sentences"]]) == [
+        s["beam5"]["nbest"][0]["text"] for s in ref["sentences"]]
