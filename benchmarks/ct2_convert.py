@@ -32,21 +32,27 @@ def _norm(spec, norm: torch.nn.LayerNorm) -> None:
     spec.gamma, spec.beta = _array(norm.weight), _array(norm.bias)
 
 
-def convert(model: EncoderDecoder, tokenizer: SubwordTokenizer, out: Path, quantization: str | None = None) -> Path:
-    """Write `model` as a CTranslate2 model directory (`quantization`: None, "int8", ...)."""
+def convert(model: EncoderDecoder, tokenizer: SubwordTokenizer | list[str], out: Path,
+            quantization: str | None = None) -> Path:
+    """Write `model` as a CTranslate2 model directory (`quantization`: None, "int8", ...). The
+    vocabulary is a sentencepiece tokenizer's pieces, or a list of symbols by id (an imported
+    fairseq model's dictionary); the special tokens are the model config's pad/BOS/EOS and start."""
     import ctranslate2
     from ctranslate2 import specs
 
     cfg = model.config
     if (cfg.encoder_mixer, cfg.decoder_mixer) != ("attention", "attention") or cfg.normalize_before:
         raise ValueError("only post-norm attention Transformers convert to CTranslate2 here")
+    if cfg.activation != "relu" or cfg.layernorm_embedding or cfg.output_bias or not cfg.scale_embedding:
+        raise ValueError("only ReLU Transformers with scaled embeddings, no embedding LayerNorm or output bias convert here")
     spec = specs.TransformerSpec.from_config((cfg.encoder_layers, cfg.decoder_layers), cfg.encoder_heads,
                                              pre_norm=False)
     enc, dec = spec.encoder, spec.decoder
     enc.embeddings[0].weight = _array(model.src_embed.tokens.weight)
     dec.embeddings.weight = _array(model.tgt_embed.tokens.weight)
-    enc.position_encodings.encodings = _array(model.src_embed.table)
-    dec.position_encodings.encodings = _array(model.tgt_embed.table)
+    offset = cfg.position_offset  # fairseq counts positions from pad + 1: CTranslate2's row 0 is our row `offset`
+    enc.position_encodings.encodings = _array(model.src_embed.table[offset:])
+    dec.position_encodings.encodings = _array(model.tgt_embed.table[offset:])
     dec.projection.weight = _array(model.output.weight)
     for layer_spec, layer in zip(enc.layer, model.encoder):
         attn = layer.mixer.attn
@@ -68,10 +74,14 @@ def convert(model: EncoderDecoder, tokenizer: SubwordTokenizer, out: Path, quant
         _linear(layer_spec.ffn.linear_0, layer.ffn.fc1)
         _linear(layer_spec.ffn.linear_1, layer.ffn.fc2)
         _norm(layer_spec.ffn.layer_norm, layer.ffn_block.norm)
-    pieces = [tokenizer.sp.id_to_piece(i) for i in range(len(tokenizer))]
+    if isinstance(tokenizer, list):
+        pieces = tokenizer
+    else:
+        pieces = [tokenizer.sp.id_to_piece(i) for i in range(len(tokenizer))]
     spec.register_source_vocabulary(pieces)
     spec.register_target_vocabulary(pieces)
-    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = "<unk>", "<s>", "</s>"
+    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = "<unk>", pieces[cfg.bos_id], pieces[cfg.eos_id]
+    spec.config.decoder_start_token = pieces[cfg.start_id]
     spec.validate()
     if quantization:
         spec.optimize(quantization=quantization)
