@@ -153,6 +153,7 @@ class ModelConfig(_Serializable):
     activation: str = "relu"  # FFN activation: relu | gelu | gelu_tanh | silu
     output_bias: bool = False  # a bias on the output projection (Marian's final_logits_bias)
     decoder_final_norm: bool = True  # pre-norm: LayerNorm after the last decoder layer (no_decoder_final_norm)
+    encoder_final_norm: bool = True  # pre-norm: LayerNorm after the last encoder layer (pre-2019 fairseq had none)
     lsra_conv_heads: int = 0  # heads of the lsra conv branch; 0 = lsra_heads (Lite's branches may differ)
 
     def __post_init__(self) -> None:

@@ -261,7 +261,7 @@ class EncoderDecoder(nn.Module):
         self.tgt_embed = Embedding(cfg, cfg.tgt_vocab_size, cfg.max_target_positions, tgt_tokens)
         self.encoder = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.decoder_layers))
-        self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.normalize_before else nn.Identity()
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.normalize_before and cfg.encoder_final_norm else nn.Identity()
         final_norm = cfg.normalize_before and cfg.decoder_final_norm
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if final_norm else nn.Identity()
         self.output = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=cfg.output_bias)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from convtrans import checkpoint as ckpt
-from convtrans.config import GenerateConfig
+from convtrans.config import GenerateConfig, ModelConfig
 from convtrans.data.bpe import BPE_KINDS, load_splitter
 from convtrans.data.pipelines import FAIRSEQ_TOKENIZERS
 from convtrans.data.vocab import read_fairseq_dictionary
@@ -96,6 +96,7 @@ def import_fairseq(options: FairseqImport) -> Path:
             raise UserError(f"dictionary not found: {path} (fairseq names it dict.<lang>.txt)")
     vocabs = {side: read_fairseq_dictionary(path) for side, path in dict_files.items()}
     model = read_model(state, len(vocabs[source]), len(vocabs[target]))
+    model.config = _versioned_norms(model, state["model"])
     expected, tied = expected_tensors(model.config)
     _check_dictionary_sizes(state["model"], model, vocabs[source].path, vocabs[target].path)
     tensors = fairseq_weights.convert(state["model"], expected, fairseq_weights.transformer_rename, tied)
@@ -119,6 +120,21 @@ def import_fairseq(options: FairseqImport) -> Path:
              "name": options.name or options.out.name}
     card = model_card(options, model, source, target, digest)
     return write_model(options.out, model.config, tensors, data, files, FAIRSEQ_GENERATE, extra, card, options.overwrite)
+
+
+def _versioned_norms(model: FairseqModel, state: dict[str, Any]) -> ModelConfig:
+    """fairseq's Transformer upgrade rule: an encoder of version < 2 and a decoder of version <= 2
+    (a missing marker counts as 1) ran without the final LayerNorm of pre-norm models."""
+    config = model.config
+    if model.family != "transformer" or not config.normalize_before:
+        return config
+
+    def version(side: str) -> float:
+        marker = state.get(f"{side}.version")
+        return float(marker.reshape(-1)[0]) if marker is not None else 1.0
+
+    return config.replace(encoder_final_norm=version("encoder") >= 2,
+                          decoder_final_norm=config.decoder_final_norm and version("decoder") > 2)
 
 
 def _check_dictionary_sizes(state: dict[str, Any], model: FairseqModel, src_path: Path, tgt_path: Path) -> None:

@@ -149,3 +149,28 @@ def test_bad_marian_folders_are_one_line(tmp_path: Path, case: str, expected: st
     result = CliRunner().invoke(app, ["import", "marian", str(folder), "-o", str(tmp_path / "model")])
     assert result.exit_code == 1 and expected in one_line_error(result.stderr)
     assert not (tmp_path / "model").exists()
+
+
+def test_old_transformer_versions_lose_their_final_norms_as_in_fairseq(tmp_path: Path) -> None:
+    """fairseq's upgrade rule: a pre-norm encoder of version < 2 / decoder of version <= 2 had no
+    final LayerNorm; the same file with a current version marker must have the tensors."""
+    from convtrans.checkpoint import read
+    from convtrans.imports.safe_load import load_checkpoint
+
+    folder = FIXTURES / "fairseq_transformer_prenorm"
+    state = load_checkpoint(folder / "checkpoint_best.pt")
+    for side in ("encoder", "decoder"):
+        del state["model"][f"{side}.layer_norm.weight"], state["model"][f"{side}.layer_norm.bias"]
+    state["model"]["encoder.version"], state["model"]["decoder.version"] = torch.tensor([1.0]), torch.tensor([2.0])
+    path = tmp_path / "old.pt"
+    torch.save(state, path)
+    args = ["import", "fairseq", str(path), "--dict-dir", str(folder), "--bpe", "subword_nmt",
+            "--bpe-codes", str(folder / "bpecodes")]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "old")])
+    assert result.exit_code == 0, result.stderr
+    config = read(tmp_path / "old").model_config
+    assert (config.encoder_final_norm, config.decoder_final_norm) == (False, False)
+    state["model"]["decoder.version"] = torch.tensor([3.0])
+    torch.save(state, path)
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "new")])
+    assert result.exit_code == 1 and "has no tensor for decoder_norm.weight" in one_line_error(result.stderr)
