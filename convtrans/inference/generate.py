@@ -137,25 +137,14 @@ def beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
     device, batch = src.device, src.shape[0]
     if batch == 0:
         return []
-    sentence = torch.arange(batch, device=device)  # (n,) input row of each live sentence
-    state = _encode(models, src).select(sentence.repeat_interleave(beam))  # encoder output expanded once: (n·K, S, d)
-    max_len = max_lengths(models, src, config)  # (n,)
-    scores = torch.zeros(batch, beam, device=device)  # (n, K) log-prob of each live hypothesis
-    scores[:, 1:] = -math.inf  # all K start as BOS: keep one, or the beam would fill with copies
-    history = src.new_empty(batch * beam, 0)  # (n·K, t)
-    tokens = src.new_full((batch * beam, 1), ids.start_id)  # (n·K, 1)
+    sentence, state, max_len, scores, history, tokens = start_beams(models, src, config)
     n_finished = torch.zeros(batch, dtype=torch.long, device=device)  # (n,)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for step in range(int(max_len.max()) + 1):
         n = sentence.shape[0]
         lprobs, state = _next_log_probs(models, state, tokens)  # (n·K, V)
         lprobs = _constrain(lprobs, history, step, max_len.repeat_interleave(beam), config, ids)
-        vocab = lprobs.shape[1]
-        totals = lprobs.add_(scores.view(-1, 1)).view(n, beam * vocab)  # (n, K·V), in place: no new (N, V) per step
-        top_scores, top_index = totals.topk(2 * beam, dim=1)  # (n, 2K), best first
-        origin = top_index // vocab + torch.arange(n, device=device)[:, None] * beam  # (n, 2K) row it extends
-        token = top_index % vocab  # (n, 2K)
-        is_eos = token.eq(ids.eos_id)
+        top_scores, origin, token, is_eos = candidates(lprobs, scores, n, beam, ids.eos_id)
 
         # EOS among the first K candidates finishes a hypothesis (-inf ones are dead beam slots)
         ends = is_eos[:, :beam] & top_scores[:, :beam].isfinite()  # (n, K)
@@ -170,10 +159,7 @@ def beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
                                    top_scores[which, rank].tolist()):
                 finished[s].append(_hypothesis(toks, lp, config.lenpen))
 
-        # the K best non-EOS candidates live on (at most K of the 2K end in EOS: one per row)
-        order = torch.arange(2 * beam, device=device) + is_eos * (2 * beam)  # (n, 2K) EOS sorts last
-        pick = order.topk(beam, dim=1, largest=False).indices  # (n, K)
-        scores, token, origin = top_scores.gather(1, pick), token.gather(1, pick), origin.gather(1, pick)
+        scores, token, origin = survivors(top_scores, token, origin, is_eos, beam)
 
         done = n_finished.ge(beam) | max_len.le(step)  # (n,)
         shrink = bool(done.any())
@@ -188,6 +174,39 @@ def beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
         history = torch.cat([history[index], token.reshape(-1, 1)], dim=1)  # (n'·K, t+1)
         tokens = token.reshape(-1, 1)  # (n'·K, 1)
     return [sorted(hyps, key=lambda h: -h.score)[: config.n_best] for hyps in finished]
+
+
+def start_beams(models: Sequence[EncoderDecoder], src: torch.Tensor, config: GenerateConfig
+                ) -> tuple[torch.Tensor, EnsembleState, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A beam search's first state: (sentence (n,) input row of each live sentence, the encoded
+    state expanded once to n·K rows, max_len (n,), scores (n, K), history (n·K, 0), tokens (n·K, 1))."""
+    batch, beam = src.shape[0], config.beam
+    sentence = torch.arange(batch, device=src.device)
+    state = _encode(models, src).select(sentence.repeat_interleave(beam))  # (n·K, S, d)
+    scores = torch.zeros(batch, beam, device=src.device)  # log-prob of each live hypothesis
+    scores[:, 1:] = -math.inf  # all K start as BOS: keep one, or the beam would fill with copies
+    tokens = src.new_full((batch * beam, 1), models[0].config.start_id)
+    return sentence, state, max_lengths(models, src, config), scores, src.new_empty(batch * beam, 0), tokens
+
+
+def candidates(lprobs: torch.Tensor, scores: torch.Tensor, n: int, beam: int, eos: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 2·K best continuations of each sentence's K beams, best first: their total scores, the
+    row each extends, their token and whether it is EOS (each (n, 2K)). lprobs (n·K, V) is reused."""
+    vocab = lprobs.shape[1]
+    totals = lprobs.add_(scores.view(-1, 1)).view(n, beam * vocab)  # in place: no new (N, V) per step
+    top_scores, top_index = totals.topk(2 * beam, dim=1)
+    origin = top_index // vocab + torch.arange(n, device=lprobs.device)[:, None] * beam
+    token = top_index % vocab
+    return top_scores, origin, token, token.eq(eos)
+
+
+def survivors(top_scores: torch.Tensor, token: torch.Tensor, origin: torch.Tensor, is_eos: torch.Tensor,
+              beam: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The K best non-EOS candidates live on (at most K of the 2K end in EOS: one per row)."""
+    order = torch.arange(2 * beam, device=token.device) + is_eos * (2 * beam)  # (n, 2K) EOS sorts last
+    pick = order.topk(beam, dim=1, largest=False).indices  # (n, K)
+    return top_scores.gather(1, pick), token.gather(1, pick), origin.gather(1, pick)
 
 
 # ------------------------------------------------------------------------------------ decode state

@@ -20,7 +20,6 @@ Beam 1 is greedy search in both (generate.py), which transformers' greedy decodi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -30,9 +29,10 @@ from convtrans.inference.generate import (
     Hypothesis,
     _check_models,
     _constrain,
-    _encode,
     _next_log_probs,
-    max_lengths,
+    candidates,
+    start_beams,
+    survivors,
 )
 from convtrans.model import EncoderDecoder
 
@@ -51,13 +51,7 @@ def hf_beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
     device, batch = src.device, src.shape[0]
     if batch == 0:
         return []
-    sentence = torch.arange(batch, device=device)  # (n,) input row of each live sentence
-    state = _encode(models, src).select(sentence.repeat_interleave(beam))
-    max_len = max_lengths(models, src, config)  # (n,) tokens before EOS
-    scores = torch.zeros(batch, beam, device=device)
-    scores[:, 1:] = -math.inf  # all beams start as the start token: keep one
-    history = src.new_empty(batch * beam, 0)
-    tokens = src.new_full((batch * beam, 1), ids.start_id)
+    sentence, state, max_len, scores, history, tokens = start_beams(models, src, config)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for step in range(int(max_len.max()) + 1):
         n = sentence.shape[0]
@@ -65,12 +59,7 @@ def hf_beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
         lprobs, state = _next_log_probs(models, state, tokens)
         lprobs = _constrain(lprobs, history, step, row_max, config, ids)
         lprobs[row_max.le(step), ids.eos_id] = 0.0  # ForcedEOSTokenLogitsProcessor: EOS scores 0
-        vocab = lprobs.shape[1]
-        totals = lprobs.add_(scores.view(-1, 1)).view(n, beam * vocab)
-        top_scores, top_index = totals.topk(2 * beam, dim=1)  # (n, 2K)
-        origin = top_index // vocab + torch.arange(n, device=device)[:, None] * beam
-        token = top_index % vocab
-        is_eos = token.eq(ids.eos_id)
+        top_scores, origin, token, is_eos = candidates(lprobs, scores, n, beam, ids.eos_id)
         ends = is_eos[:, :beam] & top_scores[:, :beam].isfinite()
         length = (step + 1) ** config.lenpen
         for s in ends.any(1).nonzero().squeeze(1).tolist():
@@ -79,9 +68,7 @@ def hf_beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
                    for r in rows]
             finished[int(sentence[s])] = _keep_best(finished[int(sentence[s])], new, beam)
 
-        order = torch.arange(2 * beam, device=device) + is_eos * (2 * beam)  # EOS candidates last
-        pick = order.topk(beam, dim=1, largest=False).indices
-        scores, token, origin = top_scores.gather(1, pick), token.gather(1, pick), origin.gather(1, pick)
+        scores, token, origin = survivors(top_scores, token, origin, is_eos, beam)
 
         done = torch.tensor([_stops(finished[int(s)], scores[i, 0].item(), step, int(max_len[i]), config)
                              for i, s in enumerate(sentence.tolist())], device=device)
