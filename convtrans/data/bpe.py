@@ -4,7 +4,8 @@
 - fastbpe: fastBPE's codes (`left right count` per line) applied by subword-nmt. fastBPE (C++,
   unmaintained, needs a compiler) and subword-nmt run the same algorithm: each word is split into
   characters with `</w>` on the last, then the adjacent pair of lowest merge rank is merged
-  everywhere until none is left; so the codes are read as subword-nmt version-0.2 codes.
+  everywhere until none is left; so the codes are read as subword-nmt version-0.2 codes
+  (tests/fixtures/imports/fastbpe: fastBPE's own output on 300 sentences, matched exactly).
 - sentencepiece: fairseq's `--bpe sentencepiece`: the pieces joined by spaces; `▁` marks words.
 
 subword-nmt was chosen over a hand-written merge loop: it is the reference implementation of the

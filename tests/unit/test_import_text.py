@@ -91,3 +91,12 @@ def test_fairseq_pipeline_tokenizes_escapes_splits_and_restores(tmp_path: Path) 
     assert ids == [4, 5, 6, 7, 8, 9, 10]
     assert pipeline.decode(ids + [2]) == "der Mann läuft"  # EOS dropped
     assert pipeline.decode([4, 3, 2]) == "der <unk>"
+
+
+def test_fastbpe_codes_split_as_fastbpe_itself_does() -> None:
+    """300 Moses-tokenized sentences segmented by fastBPE (tests/fixtures/imports/fastbpe, written
+    by make_fastbpe_fixture.py) come out the same from subword-nmt on the same codes."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "imports" / "fastbpe"
+    reference = json.loads((folder / "reference.json").read_text(encoding="utf-8"))
+    splitter = load_splitter("fastbpe", folder / "codes")
+    assert [splitter.encode(line) for line in reference["lines"]] == reference["fastbpe"]
