@@ -36,7 +36,7 @@ def _import_fairseq(case: str, out: Path) -> Path:
 
     folder, ref = FIXTURES / case, _reference(case)
     checkpoint = next(p for p in sorted(folder.glob("*.pt")))
-    codes = folder / "bpecodes"
+    codes = folder / ref.get("bpe_codes", "bpecodes")
     return import_fairseq(FairseqImport(checkpoint=checkpoint, dict_dir=folder, out=out, source_lang=ref["source_lang"],
                                         target_lang=ref["target_lang"], tokenizer=ref.get("tokenizer", "moses"),
                                         bpe=ref.get("bpe"), bpe_codes=codes if ref.get("bpe") else None,
