@@ -167,3 +167,20 @@ def test_exported_imported_models_translate_as_the_original(case: str, tmp_path:
     translator = Translator(tmp_path / "exported", device="cpu", split=False, generate=_search(ref, 5))
     assert translator.translate([s["source"] for s in ref["sentences"]]) == [
         s["beam5"]["nbest"][0]["text"] for s in ref["sentences"]]
+
+
+def test_a_summarization_import_is_a_summarizer(tmp_path: Path) -> None:
+    """--task summarization (Lite Transformer's CNN-DM model): `convtrans.load` gives a Summarizer,
+    which reads a document whole (in chunks past the limit) instead of sentence by sentence."""
+    import convtrans
+    from convtrans.imports.fairseq import FairseqImport, import_fairseq
+
+    folder = FIXTURES / LITE_CASES[0]
+    out = import_fairseq(FairseqImport(checkpoint=folder / "checkpoint_best.pt", dict_dir=folder, out=tmp_path / "m",
+                                       source_lang="de", target_lang="en", bpe="subword_nmt",
+                                       bpe_codes=folder / "bpecodes", task="summarization"))
+    summarizer = convtrans.load(out, device="cpu", precision="fp32")
+    assert isinstance(summarizer, convtrans.Summarizer)
+    document = " ".join(s["source"] for s in _reference(LITE_CASES[0])["sentences"][:2])
+    whole = Translator(out, device="cpu", precision="fp32", split=False).translate([document])
+    assert summarizer.summarize([document]) == whole
