@@ -72,7 +72,14 @@ def _file(folder: Path, name: str) -> Path:
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The state dict from model.safetensors, or pytorch_model.bin without unpickling code."""
+    """The state dict from model.safetensors, or pytorch_model.bin without unpickling code (each
+    refused first if it would not fit in the free memory)."""
+    from convtrans.imports.safe_load import check_memory
+
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            check_memory(folder / name)
+            break
     if (folder / "model.safetensors").is_file():
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -73,11 +73,34 @@ def _unsafe_globals(path: Path) -> list[str]:
     return sorted(name for name in found if name not in allowed)
 
 
+def stored_bytes(path: Path) -> int:
+    """What loading allocates: the zip entries' uncompressed sizes (a zip could compress), or the
+    file's size for a legacy (pre-1.6) file, whose storages are stored raw."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError):
+            pass
+    return path.stat().st_size
+
+
+def check_memory(path: Path, available: int | None = None) -> None:
+    """Refuse, before reading, a checkpoint whose tensors would not fit in the free memory."""
+    from convtrans.resources import available_bytes, human_bytes
+
+    needed = stored_bytes(path)
+    free = available if available is not None else available_bytes("cpu")
+    if free is not None and needed > free:
+        raise UserError(f"{path}: loading it needs {human_bytes(needed)} but {human_bytes(free)} of memory is free")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's top-level dict (args/cfg, model state dict, ...), loaded on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}" if not path.exists() else f"{path}: not a regular file")
+    check_memory(path)
     refused = _unsafe_globals(path) if zipfile.is_zipfile(path) else []
     if refused:
         raise UserError(f"{path}: refusing to unpickle {', '.join(refused)}: not a class fairseq checkpoints need, "

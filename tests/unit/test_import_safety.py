@@ -84,3 +84,14 @@ def test_a_real_lite_transformer_checkpoint_loads_with_its_meters_inert() -> Non
     meters = state["extra_state"]["train_meters"]
     assert meters and all(isinstance(meter, InertMeter) for meter in meters.values())
     assert state["args"].arch == "transformer_multibranch_v2_wmt_en_de"
+
+
+def test_a_checkpoint_larger_than_free_memory_is_refused_before_reading(tmp_path: Path) -> None:
+    from convtrans.imports.safe_load import check_memory, stored_bytes
+
+    path = tmp_path / "big.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}}, path)
+    assert stored_bytes(path) >= 4000
+    with pytest.raises(UserError, match=r"big.pt: loading it needs .* but .* of memory is free"):
+        check_memory(path, available=1000)
+    check_memory(path, available=10**9)
