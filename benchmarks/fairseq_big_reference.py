@@ -1,14 +1,16 @@
 """fairseq's side of benchmarks/big_models.py; runs under a Python with fairseq 0.12.2 (3.10).
 
     python fairseq_big_reference.py build ARCH OUT_DIR [--vocab 32768]
-    python fairseq_big_reference.py time CHECKPOINT DICT_DIR SOURCES.json --beam 4 --batch 8 --length 24 --threads 2
+    python fairseq_big_reference.py time CHECKPOINT SOURCES.json --beam 4 --batch 8 --length 24 --threads 2
 
 `build` makes a random-weight model of a released architecture with fairseq's own code and init
 (a synthetic joined dictionary of --vocab symbols, padded as fairseq-preprocess pads) and saves
 it as fairseq's checkpoints are saved (the training args as an argparse.Namespace). `time` loads it with
 fairseq's loader and times fairseq's own SequenceGenerator on the CPU: every output forced to
 exactly --length subwords (min_len = max_len), the same decode steps convtrans and CTranslate2
-run; prints {"seconds": ..., "tokens": ...} (generation only, no loading). Not part of convtrans.
+run (dictionaries from the checkpoint's folder; SOURCES.json a list of id lists, without eos); prints
+{"seconds": ..., "tokens": ...} for one timed pass (generation only, no loading; big_models.py takes
+the medians over rounds). Not part of convtrans.
 """
 
 import argparse
