@@ -259,15 +259,42 @@ def import_marian(options: MarianImport) -> Path:
     return write_model(options.out, config, tensors, data, files, generate, extra, card, options.overwrite)
 
 
+# transformers' GenerationConfig defaults, for fields a folder leaves out or sets to null
+HF_GENERATION_DEFAULTS = {"num_beams": 1, "length_penalty": 1.0, "min_length": 0, "max_length": 20,
+                          "early_stopping": False}
+
+
 def marian_generate(config: dict[str, Any], generation: dict[str, Any]) -> GenerateConfig:
-    """The folder's decoding defaults (generation_config.json over config.json) as a GenerateConfig."""
+    """The folder's decoding defaults (generation_config.json over config.json) as a GenerateConfig,
+    with transformers' defaults for absent or null fields. Logits processors convtrans does not
+    reproduce exactly are refused, naming the field (OPUS-MT folders set none of them)."""
     merged = {**config, **generation}
-    max_length = int(merged.get("max_length", 512) or 512)
-    early = merged.get("early_stopping", False)
+
+    def value(key: str) -> Any:
+        found = merged.get(key)
+        return HF_GENERATION_DEFAULTS[key] if found is None else found
+
+    pad = merged.get("pad_token_id")
+    unsupported = {
+        "repetition_penalty": merged.get("repetition_penalty") not in (None, 1.0),
+        "no_repeat_ngram_size": merged.get("no_repeat_ngram_size") not in (None, 0),
+        "encoder_no_repeat_ngram_size": merged.get("encoder_no_repeat_ngram_size") not in (None, 0),
+        "bad_words_ids": merged.get("bad_words_ids") not in (None, [], [[pad]]),
+        "forced_bos_token_id": merged.get("forced_bos_token_id") is not None,
+        "do_sample": bool(merged.get("do_sample")),
+    }
+    for field, refused in unsupported.items():
+        if refused:
+            raise UserError(f"cannot import this model's decoding defaults: {field}={merged.get(field)!r} is not "
+                            "reproduced by convtrans (remove it from generation_config.json to import)")
+    max_length = int(value("max_length"))
+    if merged.get("max_position_embeddings"):
+        max_length = min(max_length, int(merged["max_position_embeddings"]))
+    early = value("early_stopping")
     early_stopping = "never" if early == "never" else "true" if early is True else "heuristic"
     # transformers counts the decoder's start token in max_length and min_length
-    return GenerateConfig(beam=int(merged.get("num_beams", 4) or 4), lenpen=float(merged.get("length_penalty", 1.0)),
-                          min_len=max(0, int(merged.get("min_length", 0) or 0) - 1), max_len_a=0.0,
+    return GenerateConfig(beam=int(value("num_beams")), lenpen=float(value("length_penalty")),
+                          min_len=max(0, int(value("min_length")) - 1), max_len_a=0.0,
                           max_len_b=max(1, max_length - 2), search="hf", early_stopping=early_stopping)
 
 

@@ -174,3 +174,23 @@ def test_old_transformer_versions_lose_their_final_norms_as_in_fairseq(tmp_path:
     torch.save(state, path)
     result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "new")])
     assert result.exit_code == 1 and "has no tensor for decoder_norm.weight" in one_line_error(result.stderr)
+
+
+def test_marian_decoding_defaults_follow_transformers(tmp_path: Path) -> None:
+    """Absent or null generation fields take transformers' defaults; processors convtrans does not
+    reproduce are refused by name (imports/marian.py marian_generate)."""
+    from convtrans.errors import UserError
+    from convtrans.imports.marian import marian_generate
+
+    config = {"pad_token_id": 460, "max_position_embeddings": 256}
+    defaults = marian_generate(config, {"length_penalty": None, "num_beams": None})
+    assert (defaults.beam, defaults.lenpen, defaults.max_len_b, defaults.min_len) == (1, 1.0, 18, 0)
+    assert marian_generate(config, {"max_length": 512, "num_beams": 4}).max_len_b == 254  # capped by positions
+    for field, value in (("repetition_penalty", 1.2), ("no_repeat_ngram_size", 3), ("bad_words_ids", [[5]])):
+        with pytest.raises(UserError, match=f"{field}="):
+            marian_generate(config, {field: value})
+    folder = _copy(tmp_path, MARIAN)
+    generation = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**generation, "repetition_penalty": 1.3}))
+    result = CliRunner().invoke(app, ["import", "marian", str(folder), "-o", str(tmp_path / "model")])
+    assert result.exit_code == 1 and "repetition_penalty=1.3" in one_line_error(result.stderr)
