@@ -138,9 +138,12 @@ def footprint(config: ModelConfig) -> Footprint:
     src_tokens = config.src_vocab_size * d
     tgt_tokens = 0 if config.share_all_embeddings else config.tgt_vocab_size * d
     output = 0 if (config.share_all_embeddings or config.share_decoder_input_output_embed) else config.tgt_vocab_size * d
-    norms = 4 * d if config.normalize_before else 0
-    positions = {"max_source_positions": config.max_source_positions * d,
-                 "max_target_positions": config.max_target_positions * d}
+    output += config.tgt_vocab_size if config.output_bias else 0
+    final_norms = config.normalize_before * (config.encoder_final_norm + config.decoder_final_norm)
+    norms = 2 * d * (final_norms + 2 * config.layernorm_embedding)  # LayerNorm weight + bias each
+    rows = config.position_offset if config.position_embeddings else 0
+    positions = {"max_source_positions": (config.max_source_positions + rows) * d * config.position_embeddings,
+                 "max_target_positions": (config.max_target_positions + rows) * d * config.position_embeddings}
     parts = {
         "encoder_layers": config.encoder_layers * (enc_params + enc_buffers),
         "decoder_layers": config.decoder_layers * (dec_params + dec_buffers),

@@ -35,6 +35,20 @@ def test_footprint_counts_what_the_model_holds(preset: str) -> None:
         assert parameters <= fp.parameters <= 1.1 * parameters
 
 
+@pytest.mark.parametrize("changes", [
+    dict(position_offset=2, learned_positions=True, output_bias=True),
+    dict(normalize_before=True, decoder_final_norm=False, layernorm_embedding=True),
+    dict(normalize_before=True, encoder_final_norm=False, position_embeddings=False),
+])
+def test_footprint_counts_imported_models_options(changes: dict) -> None:
+    """The options imported models use (offset position rows, output bias, embedding LayerNorm,
+    missing final norms or positions) are counted exactly too."""
+    config = load_preset("tiny_transformer", src_vocab_size=1000, tgt_vocab_size=1000).replace(**changes)
+    parameters, buffers = _built_elements(config)
+    fp = footprint(config)
+    assert fp.parameters == parameters and fp.elements == parameters + buffers
+
+
 def test_check_fits_refuses_exactly_above_the_free_memory() -> None:
     config = load_preset("tiny_transformer", src_vocab_size=500, tgt_vocab_size=500)
     need = check_fits(config, "inference", available=10**12)
