@@ -169,10 +169,7 @@ def beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
                 break
             sentence, max_len, n_finished = sentence[live], max_len[live], n_finished[live]
             scores, token, origin = scores[live], token[live], origin[live]
-        index = origin.reshape(-1)  # (n'·K,) one reorder of every cache per step
-        state = state.select(index, same_sentences=not shrink)
-        history = torch.cat([history[index], token.reshape(-1, 1)], dim=1)  # (n'·K, t+1)
-        tokens = token.reshape(-1, 1)  # (n'·K, 1)
+        state, history, tokens = advance(state, history, token, origin, same_sentences=not shrink)
     return [sorted(hyps, key=lambda h: -h.score)[: config.n_best] for hyps in finished]
 
 
@@ -207,6 +204,15 @@ def survivors(top_scores: torch.Tensor, token: torch.Tensor, origin: torch.Tenso
     order = torch.arange(2 * beam, device=token.device) + is_eos * (2 * beam)  # (n, 2K) EOS sorts last
     pick = order.topk(beam, dim=1, largest=False).indices  # (n, K)
     return top_scores.gather(1, pick), token.gather(1, pick), origin.gather(1, pick)
+
+
+def advance(state: EnsembleState, history: torch.Tensor, token: torch.Tensor, origin: torch.Tensor,
+            same_sentences: bool) -> tuple[EnsembleState, torch.Tensor, torch.Tensor]:
+    """The surviving beams' state, history (n'·K, t+1) and next input tokens (n'·K, 1): one reorder
+    of every cache per step (`same_sentences` when no sentence left the batch)."""
+    index = origin.reshape(-1)  # (n'·K,)
+    history = torch.cat([history[index], token.reshape(-1, 1)], dim=1)
+    return state.select(index, same_sentences=same_sentences), history, token.reshape(-1, 1)
 
 
 # ------------------------------------------------------------------------------------ decode state

@@ -29,7 +29,9 @@ from convtrans.inference.generate import (
     Hypothesis,
     _check_models,
     _constrain,
+    _hypothesis,
     _next_log_probs,
+    advance,
     candidates,
     start_beams,
     survivors,
@@ -61,11 +63,9 @@ def hf_beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
         lprobs[row_max.le(step), ids.eos_id] = 0.0  # ForcedEOSTokenLogitsProcessor: EOS scores 0
         top_scores, origin, token, is_eos = candidates(lprobs, scores, n, beam, ids.eos_id)
         ends = is_eos[:, :beam] & top_scores[:, :beam].isfinite()
-        length = (step + 1) ** config.lenpen
         for s in ends.any(1).nonzero().squeeze(1).tolist():
             rows = ends[s].nonzero().squeeze(1).tolist()
-            new = [Hypothesis(history[origin[s, r]].tolist(), top_scores[s, r].item() / length, top_scores[s, r].item())
-                   for r in rows]
+            new = [_hypothesis(history[origin[s, r]].tolist(), top_scores[s, r].item(), config.lenpen) for r in rows]
             finished[int(sentence[s])] = _keep_best(finished[int(sentence[s])], new, beam)
 
         scores, token, origin = survivors(top_scores, token, origin, is_eos, beam)
@@ -77,10 +77,7 @@ def hf_beam_search(models: Sequence[EncoderDecoder], src: torch.Tensor,
             if live.numel() == 0:
                 break
             sentence, max_len, scores, token, origin = sentence[live], max_len[live], scores[live], token[live], origin[live]
-        index = origin.reshape(-1)
-        state = state.select(index, same_sentences=not bool(done.any()))
-        history = torch.cat([history[index], token.reshape(-1, 1)], dim=1)
-        tokens = token.reshape(-1, 1)
+        state, history, tokens = advance(state, history, token, origin, same_sentences=not bool(done.any()))
     return [hyps[: config.n_best] for hyps in finished]
 
 
