@@ -26,7 +26,7 @@ from convtrans.data.pipelines import FAIRSEQ_TOKENIZERS
 from convtrans.data.vocab import read_fairseq_dictionary
 from convtrans.errors import UserError
 from convtrans.imports import fairseq_weights
-from convtrans.imports.fairseq_args import FairseqModel, checkpoint_args, read_model
+from convtrans.imports.fairseq_args import FairseqModel, checkpoint_languages, read_model
 from convtrans.imports.safe_load import load_checkpoint
 from convtrans.imports.writer import card_table, describe, expected_tensors, today, write_model
 
@@ -73,9 +73,8 @@ class FairseqImport:
 
 
 def _languages(options: FairseqImport, state: dict[str, Any]) -> tuple[str, str]:
-    model_args, task_args = checkpoint_args(state)
-    source = options.source_lang or task_args.get("source_lang") or model_args.get("source_lang")
-    target = options.target_lang or task_args.get("target_lang") or model_args.get("target_lang")
+    recorded_source, recorded_target = checkpoint_languages(state)
+    source, target = options.source_lang or recorded_source, options.target_lang or recorded_target
     if not source or not target:
         raise UserError("the checkpoint does not say its languages: give --source-lang and --target-lang")
     if source == target:

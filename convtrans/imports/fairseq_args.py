@@ -49,13 +49,11 @@ MUST_BE = {
 
 @dataclass
 class FairseqModel:
-    """What a checkpoint's args say: the family, the config, and the languages."""
+    """What a checkpoint's args say: the family and the config."""
 
     family: str  # transformer | lightconv | multibranch
     arch: str
     config: ModelConfig
-    source_lang: str | None
-    target_lang: str | None
     args: dict[str, Any]
 
 
@@ -135,8 +133,6 @@ def _common(args: _Args, family: str, src_vocab: int, tgt_vocab: int) -> dict[st
                          "not supported)")
     normalize_before = args.same("encoder_normalize_before", "decoder_normalize_before", False)
     learned = args.same("encoder_learned_pos", "decoder_learned_pos", False)
-    if args.get("adaptive_softmax_cutoff", None) not in (None, "", "None"):
-        refuse("adaptive_softmax_cutoff", "adaptive softmax is not supported")
     return dict(
         family=family,
         src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
@@ -280,7 +276,7 @@ def family_of(arch: str) -> str:
 def read_model(state: dict[str, Any], src_vocab: int, tgt_vocab: int,
                readers: dict[str, Callable[[_Args, int, int], ModelConfig]] | None = None) -> FairseqModel:
     """The FairseqModel a checkpoint's args describe, for dictionaries of the given sizes."""
-    model_args, task_args = checkpoint_args(state)
+    model_args, _ = checkpoint_args(state)
     arch = str(model_args.get("arch") or model_args.get("_name") or "")
     if not arch:
         raise UserError("cannot import this checkpoint: its args name no arch")
@@ -289,6 +285,11 @@ def read_model(state: dict[str, Any], src_vocab: int, tgt_vocab: int,
     if family not in readers:
         raise UserError(f"cannot import this checkpoint: no reader for {family} archs")
     config = readers[family](_Args(model_args), src_vocab, tgt_vocab)
-    source = task_args.get("source_lang") or model_args.get("source_lang")
-    target = task_args.get("target_lang") or model_args.get("target_lang")
-    return FairseqModel(family, arch, config, source, target, model_args)
+    return FairseqModel(family, arch, config, model_args)
+
+
+def checkpoint_languages(state: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(source, target) language as the checkpoint's task (or older model) args record them."""
+    model_args, task_args = checkpoint_args(state)
+    return (task_args.get("source_lang") or model_args.get("source_lang"),
+            task_args.get("target_lang") or model_args.get("target_lang"))
