@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from convtrans.errors import UserError
+from convtrans.imports.writer import complete_tensors
 
 Rename = Callable[[str], str | None]
 IGNORED = (
@@ -160,23 +161,8 @@ def convert(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], ren
         if ours.endswith(("mixer.weight", "mixer.conv.weight")) and tensor.dim() == 3:  # LightConv TBC kernel (H, 1, K)
             tensor = tensor.squeeze(1)
         out[ours] = tensor.float()
-    for ours, source in tied.items():
-        if source in out:
-            out[ours] = out[source]
     for name, ours, tensor in aliases:
-        if ours in out and (tensor.shape != out[ours].shape or not torch.equal(tensor.float(), out[ours])):
+        source = out.get(tied[ours])
+        if source is not None and (tensor.shape != source.shape or not torch.equal(tensor.float(), source)):
             raise UserError(f"cannot import this checkpoint: {name} differs from {tied[ours]} though the args tie them")
-    missing = [name for name in expected if name not in out]
-    if missing:
-        raise UserError(f"cannot import this checkpoint: it has no tensor for {missing[0]}"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                        + "; do the args match the weights?")
-    for name, shape in expected.items():
-        if tuple(out[name].shape) != tuple(shape):
-            raise UserError(f"cannot import this checkpoint: {name} is {list(out[name].shape)} in the checkpoint but "
-                            f"the args give {list(shape)} (a dictionary of the wrong size?)")
-    extra = sorted(set(out) - set(expected))
-    if extra:
-        raise UserError(f"cannot import this checkpoint: tensor {extra[0]} does not belong to the model its args "
-                        "describe")
-    return {name: out[name] for name in expected}
+    return complete_tensors(out, expected, tied, "checkpoint", "the checkpoint", "the args give")

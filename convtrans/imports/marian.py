@@ -28,7 +28,7 @@ from convtrans.config import GenerateConfig, ModelConfig
 from convtrans.data.tokenize import load_sentencepiece
 from convtrans.data.vocab import Vocabulary, read_marian_vocab
 from convtrans.errors import UserError
-from convtrans.imports.writer import card_table, describe, expected_tensors, today, write_model
+from convtrans.imports.writer import card_table, complete_tensors, describe, expected_tensors, today, write_model
 
 ACTIVATIONS = {"swish": "silu", "silu": "silu", "gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
                "gelu_pytorch_tanh": "gelu_tanh"}
@@ -183,23 +183,14 @@ def convert_weights(state: dict[str, torch.Tensor], config: ModelConfig) -> dict
         out[f"{side}.{layer}.{parts[head]}{'.' + proj if proj else ''}.{leaf}"] = tensor.float()
         used.add(name)
     for ours, source in tied.items():
-        if source in out:
-            alias = out.pop(ours, None)
-            if alias is not None and not torch.equal(alias, out[source]):
-                raise UserError(f"cannot import this model: {ours} and {source} differ though config.json ties them")
-            out[ours] = out[source]
+        alias = out.pop(ours, None) if source in out else None
+        if alias is not None and not torch.equal(alias, out[source]):
+            raise UserError(f"cannot import this model: {ours} and {source} differ though config.json ties them")
     ignorable = ("model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight")
     unused = sorted(set(state) - used - set(ignorable) - {"model.shared.weight", "lm_head.weight"})
     if unused:
         raise UserError(f"cannot import this model: tensor {unused[0]} has no place in a MarianMT model")
-    missing = [name for name in expected if name not in out]
-    if missing:
-        raise UserError(f"cannot import this model: the weights have no tensor for {missing[0]} (of convtrans's names)")
-    for name, shape in expected.items():
-        if tuple(out[name].shape) != tuple(shape):
-            raise UserError(f"cannot import this model: {name} is {list(out[name].shape)} in the weights but "
-                            f"config.json gives {list(shape)}")
-    return {name: out[name] for name in expected}
+    return complete_tensors(out, expected, tied, "model", "the weights", "config.json gives")
 
 
 def _vocabularies(folder: Path, tokenizer_config: dict[str, Any]) -> tuple[Path, Path]:

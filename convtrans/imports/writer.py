@@ -15,6 +15,7 @@ import torch
 
 from convtrans import checkpoint as ckpt
 from convtrans.config import GenerateConfig, ModelConfig
+from convtrans.errors import UserError
 from convtrans.model import EncoderDecoder
 from convtrans.resources import check_fits
 
@@ -32,6 +33,29 @@ def expected_tensors(config: ModelConfig) -> tuple[dict[str, torch.Size], dict[s
         if canonical != name:
             tied[name] = canonical
     return shapes, tied
+
+
+def complete_tensors(out: dict[str, torch.Tensor], expected: dict[str, torch.Size], tied: dict[str, str], what: str,
+                     where: str, gives: str) -> dict[str, torch.Tensor]:
+    """The converted tensors in the model's order, tied aliases filled from their canonical name,
+    after checking that every expected tensor is there with its shape and nothing else is.
+    `what`/`where`/`gives` word the one-line refusals ("checkpoint", "the checkpoint", "the args give")."""
+    for alias, canonical in tied.items():
+        if canonical in out:
+            out[alias] = out[canonical]
+    missing = [name for name in expected if name not in out]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"cannot import this {what}: {where} has no tensor for {missing[0]}{more}; "
+                        "do its settings match the weights?")
+    for name, shape in expected.items():
+        if tuple(out[name].shape) != tuple(shape):
+            raise UserError(f"cannot import this {what}: {name} is {list(out[name].shape)} in {where} but "
+                            f"{gives} {list(shape)} (a vocabulary of the wrong size?)")
+    extra = sorted(set(out) - set(expected))
+    if extra:
+        raise UserError(f"cannot import this {what}: tensor {extra[0]} does not belong to the model its settings describe")
+    return {name: out[name] for name in expected}
 
 
 def write_model(out: Path, config: ModelConfig, tensors: dict[str, torch.Tensor], data: ckpt.DataInfo,
