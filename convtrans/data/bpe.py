@@ -19,6 +19,7 @@ import io
 from pathlib import Path
 from typing import Protocol
 
+from convtrans.data.vocab import read_text_file
 from convtrans.errors import UserError
 
 BPE_KINDS = ("subword_nmt", "fastbpe", "sentencepiece")
@@ -35,16 +36,7 @@ class Splitter(Protocol):
 
 def _codes_lines(path: Path, fields: int) -> list[str]:
     """The merge lines of a codes file (header dropped), each checked to have `fields` fields."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise UserError(f"BPE codes file not found: {path}") from None
-    if not path.is_file() or size > MAX_CODES_BYTES:
-        raise UserError(f"{path}: not a BPE codes file (not a regular file, or over {MAX_CODES_BYTES:,} bytes)")
-    try:
-        lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: the BPE codes file is not UTF-8 text") from None
+    lines = read_text_file(path, "BPE codes file", MAX_CODES_BYTES).rstrip("\n").split("\n")
     first = 1 if lines and lines[0].startswith("#version:") else 0
     for number, line in enumerate(lines[first:], start=first + 1):
         if len(line.strip("\r\n ").split(" ")) != fields:

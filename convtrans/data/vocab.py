@@ -25,15 +25,17 @@ FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 OVERWRITE_FLAG = "#fairseq:overwrite"
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_text_file(path: Path, what: str, max_bytes: int = MAX_VOCAB_BYTES) -> str:
+    """A small UTF-8 file someone else wrote (a vocabulary, BPE codes), refused in one line naming
+    `what` if it is missing, not a regular file, over `max_bytes` or not UTF-8."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     if not path.is_file():
         raise UserError(f"{path}: the {what} is not a regular file")
-    if size > MAX_VOCAB_BYTES:
-        raise UserError(f"{path}: {size:,} bytes is too large for a {what} (at most {MAX_VOCAB_BYTES:,})")
+    if size > max_bytes:
+        raise UserError(f"{path}: {size:,} bytes is too large for a {what} (at most {max_bytes:,})")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -66,7 +68,7 @@ def read_fairseq_dictionary(path: Path) -> Vocabulary:
     path = Path(path)
     symbols = list(FAIRSEQ_SPECIALS)
     seen = set(symbols)
-    for number, line in enumerate(_read_text(path, "fairseq dictionary").splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path, "fairseq dictionary").splitlines(), start=1):
         fields = line.rstrip().rsplit(" ", 1)
         overwrite = False
         if len(fields) == 2 and fields[1] == OVERWRITE_FLAG:
@@ -86,7 +88,7 @@ def read_marian_vocab(path: Path, unk: str = "<unk>") -> Vocabulary:
     """A Marian/OPUS-MT vocab.json: {piece: id}, ids 0..n-1 each used once."""
     path = Path(path)
     try:
-        mapping = json.loads(_read_text(path, "Marian vocabulary"))
+        mapping = json.loads(read_text_file(path, "Marian vocabulary"))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not a JSON vocabulary ({err.msg} at line {err.lineno})") from None
     if not isinstance(mapping, dict) or not all(isinstance(i, int) for i in mapping.values()):

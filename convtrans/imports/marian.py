@@ -26,7 +26,7 @@ import torch
 from convtrans import checkpoint as ckpt
 from convtrans.config import GenerateConfig, ModelConfig
 from convtrans.data.tokenize import load_sentencepiece
-from convtrans.data.vocab import Vocabulary, read_marian_vocab
+from convtrans.data.vocab import Vocabulary, read_marian_vocab, read_text_file
 from convtrans.errors import UserError
 from convtrans.imports.writer import card_table, complete_tensors, describe, expected_tensors, today, write_model
 
@@ -53,11 +53,9 @@ def _json(path: Path, required: bool = True) -> dict[str, Any]:
         if required:
             raise UserError(f"{path.parent} is not a MarianMT folder: {path.name} is missing")
         return {}
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise UserError(f"{path}: too large for a model config ({path.stat().st_size:,} bytes)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_text_file(path, "model config", MAX_JSON_BYTES))
+    except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
