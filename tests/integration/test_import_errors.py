@@ -194,3 +194,50 @@ def test_marian_decoding_defaults_follow_transformers(tmp_path: Path) -> None:
     (folder / "generation_config.json").write_text(json.dumps({**generation, "repetition_penalty": 1.3}))
     result = CliRunner().invoke(app, ["import", "marian", str(folder), "-o", str(tmp_path / "model")])
     assert result.exit_code == 1 and "repetition_penalty=1.3" in one_line_error(result.stderr)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--tokenizer", "spacy"], "--tokenizer 'spacy': expected one of moses, none"),
+    (["--bpe", "wordpiece", "--bpe-codes", "CODES"], "--bpe 'wordpiece': expected one of subword_nmt, fastbpe, sentencepiece"),
+    (["--bpe", "subword_nmt"], "--bpe and --bpe-codes go together"),
+    (["--task", "parsing"], "--task 'parsing': expected one of translation, summarization"),
+    (["--source-lang", "de", "--target-lang", "de"], "source and target language are both 'de'"),
+])
+def test_bad_fairseq_import_options_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    args = [str(FAIRSEQ / "bpecodes") if a == "CODES" else a for a in args]
+    result = CliRunner().invoke(app, ["import", "fairseq", str(FAIRSEQ / "checkpoint_best.pt"), "--dict-dir", str(FAIRSEQ),
+                                      "-o", str(tmp_path / "model"), *args])
+    assert result.exit_code == 1 and expected in one_line_error(result.stderr)
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_dict_dir_that_is_not_a_folder_and_equal_marian_languages_are_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["import", "fairseq", str(FAIRSEQ / "checkpoint_best.pt"), "--dict-dir",
+                                      str(FAIRSEQ / "dict.de.txt"), "-o", str(tmp_path / "model")])
+    assert result.exit_code == 1 and "--dict-dir" in one_line_error(result.stderr) and "not a directory" in result.stderr
+    result = CliRunner().invoke(app, ["import", "marian", str(MARIAN), "-o", str(tmp_path / "model"),
+                                      "--source-lang", "de", "--target-lang", "de"])
+    assert result.exit_code == 1 and "source and target language are both 'de'" in one_line_error(result.stderr)
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_model_folder_naming_an_unknown_or_incomplete_pipeline_is_one_line(tmp_path: Path) -> None:
+    """config.json is someone else's data: a pipeline name or a file key we do not know is refused
+    when the model loads (data/pipelines.py, checkpoint.tokenizer_path)."""
+    code, stderr = _fairseq(out=tmp_path / "model")
+    assert code == 0, stderr
+    config_path = tmp_path / "model" / "config.json"
+    original = json.loads(config_path.read_text())
+    for change, expected in (({"pipeline": "bytes"}, "unknown text pipeline 'bytes'"),
+                             ({"vocab": "dict.xx"}, "names no tokenizer file 'dict.xx'"),
+                             ({"bpe": "morfessor"}, "unknown BPE 'morfessor'")):
+        config = json.loads(json.dumps(original))
+        config["data"]["text"]["de"].update(change)
+        config_path.write_text(json.dumps(config))
+        result = CliRunner().invoke(app, ["translate", "-m", str(tmp_path / "model")], input="Ein Mann.\n")
+        assert result.exit_code == 1 and expected in one_line_error(result.stderr)
+    config = json.loads(json.dumps(original))
+    del config["data"]["text"]["de"]["vocab"]
+    config_path.write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["translate", "-m", str(tmp_path / "model")], input="Ein Mann.\n")
+    assert result.exit_code == 1 and "text options for de are incomplete or wrong" in one_line_error(result.stderr)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -84,3 +85,27 @@ def test_preset_recipes_are_read_literally() -> None:
     assert (generate.min_len, generate.no_repeat_ngram, generate.max_source_len) == (55, 3, 400)
     with pytest.raises(UserError, match="train field amp"):
         TrainConfig(amp="fp8")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("activation", "tanh", "activation: must be one of relu, gelu, gelu_tanh, silu"),
+    ("sinusoid", "rope", "sinusoid: must be one of fairseq, marian"),
+    ("decoder_start_id", 10**6, "decoder_start_id: must be -1 (bos_id) or a valid target token id"),
+    ("position_offset", -1, "position_offset: must be >= 0"),
+    ("lsra_conv_heads", -2, "lsra_conv_heads: must be >= 0"),
+])
+def test_imported_models_fields_are_checked_by_name(field: str, value: object, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        ModelConfig(**{field: value})
+    with pytest.raises(UserError, match="lsra_conv_heads"):  # 3 conv-branch heads cannot split 256 channels
+        ModelConfig(d_model=512, encoder_mixer="lsra", decoder_mixer="lsra", encoder_kernel_sizes=(3,),
+                    decoder_kernel_sizes=(3,), lsra_conv_heads=3)
+
+
+def test_search_rules_are_checked_by_name() -> None:
+    from convtrans.config import GenerateConfig
+
+    with pytest.raises(UserError, match="generate field search: must be one of fairseq, hf"):
+        GenerateConfig(search="marian")
+    with pytest.raises(UserError, match="generate field early_stopping: must be one of heuristic, true, never"):
+        GenerateConfig(early_stopping="False")
