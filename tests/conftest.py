@@ -42,6 +42,22 @@ def write_split(prefix: Path, pairs: list[tuple[str, str]], langs=("de", "en"), 
 
 
 @pytest.fixture(autouse=True, scope="session")
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built engines (convtrans/engine) go to one folder of this test session, never to the user's
+    cache; set in the environment, so CLI subprocesses use it too."""
+    import os
+
+    folder = tmp_path_factory.mktemp("engine-cache")
+    before = os.environ.get("CONVTRANS_ENGINE_CACHE")
+    os.environ["CONVTRANS_ENGINE_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("CONVTRANS_ENGINE_CACHE", None)
+    else:
+        os.environ["CONVTRANS_ENGINE_CACHE"] = before
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tests run tiny models: one intra-op thread is faster than two (no fork/join per op), and a
     busy machine's oversubscribed cores cannot slow a grouped conv twenty-fold (seen here)."""

@@ -138,7 +138,8 @@ def _trace_torchscript(model: EncoderDecoder, out: Path, ex: dict[str, Any]) -> 
     traced.save(str(out / "model.pt"))
 
 
-def _export_onnx(model: EncoderDecoder, out: Path, ex: dict[str, Any]) -> None:
+def _export_onnx(model: EncoderDecoder, out: Path, ex: dict[str, Any], names: tuple[str, ...] = GRAPHS) -> None:
+    """`names`: which of the three graphs to write (the engine writes its own step, engine/graphs.py)."""
     try:
         import onnx  # noqa: F401 - the exporter needs it
     except ImportError:
@@ -154,11 +155,13 @@ def _export_onnx(model: EncoderDecoder, out: Path, ex: dict[str, Any]) -> None:
 
     source = {"enc_out": {0: "batch", 1: "src_len"}, "enc_mask": {0: "batch", 1: "src_len"}}
     specs = {
-        "encoder": (_Encoder(model), (ex["src"],), ["src"], ["enc_out", "enc_mask"],
+        # wrappers in eval mode: the exporter restores each module's mode afterwards, and a wrapper
+        # made in training mode would put the model it wraps into training mode (dropout on)
+        "encoder": (_Encoder(model).eval(), (ex["src"],), ["src"], ["enc_out", "enc_mask"],
                     {"src": {0: "batch", 1: "src_len"}, **source}),
-        "init": (_Init(model), (ex["enc_out"], ex["enc_mask"]), ["enc_out", "enc_mask"], state_names,
+        "init": (_Init(model).eval(), (ex["enc_out"], ex["enc_mask"]), ["enc_out", "enc_mask"], state_names,
                  {**source, **axes_of(state_names, "steps0")}),
-        "step": (_Step(model, *ex["structure"]), step_inputs(ex),
+        "step": (_Step(model, *ex["structure"]).eval(), step_inputs(ex),
                  ["tokens", "step", "enc_out", "enc_mask", *state_names], ["logits", *new_names],
                  {"tokens": {0: "batch"}, **source, "logits": {0: "batch"}, **axes_of(state_names, "steps"),
                   **axes_of(new_names, "steps1")}),
@@ -166,6 +169,8 @@ def _export_onnx(model: EncoderDecoder, out: Path, ex: dict[str, Any]) -> None:
     import warnings
 
     for name, (module, inputs, input_names, output_names, axes) in specs.items():
+        if name not in names:
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, inputs, str(out / f"{name}.onnx"), input_names=input_names,

@@ -80,19 +80,28 @@ class ExportedModel:
 
 
 def load_for_inference(path: Path, device: torch.device, precision: str = "fp32") -> tuple[Any, ckpt.Checkpoint]:
-    """An eager model from a checkpoint, or the exported graphs of an exported directory.
-    `precision` ("auto", "int8", "fp32"; int8.py) applies to an eager model on the CPU: "auto"
-    and "int8" give it int8 Linears where this torch has them. On the CPU its decode steps then
-    run as one traced graph once enough of them have run (traced.py; the same numbers). An
+    """An engine, an eager model, or the exported graphs of an exported directory.
+
+    `precision` ("auto", "int8", "fp32"; int8.py) applies to a checkpoint on the CPU. "auto" and
+    "int8" run the compiled engine (engine/: ONNX Runtime, int8 GEMMs; built once per machine and
+    cached) where onnxruntime is installed and the model exports; otherwise the model gets
+    fbgemm's int8 Linears and its decode steps run as one traced graph once enough of them have
+    run (traced.py). "fp32" is the exact path: the model's own ops, traced (the same numbers). An
     export decodes as it was exported."""
+    from convtrans import engine
     from convtrans.inference import int8, traced
 
     checkpoint = ckpt.read(path)
     if checkpoint.export:
         int8.precision_for(device, precision)  # still refuses an unknown precision
         return ExportedModel(checkpoint, device), checkpoint
+    chosen = int8.precision_for(device, precision)
+    if chosen == "int8" and engine.available():
+        compiled = engine.engine_model(checkpoint, "int8", lambda: ckpt.load_model(path, device, checkpoint=checkpoint)[0])
+        if compiled is not None:
+            return compiled, checkpoint
     model, checkpoint = ckpt.load_model(path, device, checkpoint=checkpoint)
-    if int8.precision_for(device, precision) == "int8":
+    if chosen == "int8" and int8.available():
         int8.quantize_linears(model)
     if device.type == "cpu" and traced.available():  # exact: the graph runs the same ops (traced.py)
         return traced.TracedSteps(model), checkpoint

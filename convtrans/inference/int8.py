@@ -59,10 +59,14 @@ def precision_for(device: torch.device, requested: str = "auto") -> str:
     an explicit "int8" that cannot be honoured is refused rather than silently run in fp32."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
-    possible = device.type == "cpu" and available()
+    from convtrans import engine
+
+    possible = device.type == "cpu" and (available() or engine.available())
     if requested == "int8" and not possible:
-        where = "this torch build has no fbgemm int8 linear" if device.type == "cpu" else f"the model runs on {device.type}"
-        raise UserError(f"--precision int8 needs CPU decoding with fbgemm ({where}); use --precision auto or fp32")
+        where = ("this torch build has no fbgemm int8 linear and onnxruntime is not installed" if device.type == "cpu"
+                 else f"the model runs on {device.type}")
+        raise UserError(f"--precision int8 needs CPU decoding with onnxruntime or fbgemm ({where}); "
+                        "use --precision auto or fp32")
     return "int8" if requested != "fp32" and possible else "fp32"
 
 

@@ -3,11 +3,19 @@
 Self-attention appends each step's keys/values to an AttnCache; cross-attention computes the
 encoder's keys/values once and keeps them. Masks are boolean with True = padding (project-wide);
 they are turned into SDPA's "True = may attend" form here.
+
+`plain_attention()` makes attention the three plain ops (q·kᵀ/√Dh, masked softmax, ·v) instead of
+SDPA while a graph is traced for ONNX Runtime (engine/graphs.py): the exporter writes SDPA as a
+transpose and a scaling of every cached key at every step, a full copy of the cross-attention keys
+that cost a quarter of a 160-row decode step; as a MatMul of the transposed keys ONNX Runtime
+fuses the transpose into the GEMM. The same numbers within float rounding (tests/unit/test_engine.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +31,31 @@ def xavier_linear(d_in: int, d_out: int, bias: bool = True) -> nn.Linear:
     if bias:
         nn.init.zeros_(linear.bias)
     return linear
+
+
+_PLAIN = [False]  # inside plain_attention()
+
+
+@contextlib.contextmanager
+def plain_attention() -> Iterator[None]:
+    """Attention as plain matmul/softmax ops inside the block (for tracing; see the module doc)."""
+    before = _PLAIN[0]
+    _PLAIN[0] = True
+    try:
+        yield
+    finally:
+        _PLAIN[0] = before
+
+
+def dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                          dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q·kᵀ/√Dh, masked) · v: (B, H, Tq, Dh); mask True = may attend (SDPA's convention)."""
+    if not _PLAIN[0]:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf)
+    return torch.matmul(scores.softmax(-1), v)
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -68,7 +101,7 @@ class MultiheadAttention(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, Tq, Dh)
+        out = dot_product_attention(q, k, v, mask, p)  # (B, H, Tq, Dh)
         return self.out_proj(merge_heads(out))
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, causal: bool = False,

@@ -104,6 +104,8 @@ def test_an_explicit_int8_that_cannot_be_honoured_is_refused(monkeypatch: pytest
     with pytest.raises(UserError, match="runs on cuda"):
         int8.precision_for(torch.device("cuda"), "int8")
     monkeypatch.setattr(int8, "available", lambda: False)
+    assert int8.precision_for(torch.device("cpu"), "int8") == "int8"  # the engine (ONNX Runtime) has int8 too
+    monkeypatch.setenv("CONVTRANS_ENGINE", "off")
     assert int8.precision_for(torch.device("cpu"), "auto") == "fp32"
     with pytest.raises(UserError, match="no fbgemm"):
         int8.precision_for(torch.device("cpu"), "int8")
