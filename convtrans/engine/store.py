@@ -30,6 +30,7 @@ from pathlib import Path
 
 from convtrans.checkpoint import CONFIG, file_digest
 from convtrans.engine.graphs import GRAPHS
+from convtrans.errors import UserError
 
 FORMAT = 2  # the layout of an engine folder; bump to invalidate every cached engine
 MANIFEST = "manifest.json"
@@ -37,7 +38,13 @@ FAILED = "failed.txt"
 
 
 class BuildFailed(Exception):
-    """The exporter or quantizer could not make this model's graphs (the caller falls back)."""
+    """The exporter or quantizer could not make this model's graphs (the caller falls back).
+    `lasting`: the model itself is the cause (recorded, not tried again); a full disk or a
+    memory error is not (the next run tries again)."""
+
+    def __init__(self, reason: str, lasting: bool = True) -> None:
+        super().__init__(reason)
+        self.lasting = lasting
 
 
 def cache_root() -> Path:
@@ -89,7 +96,8 @@ def engine_folder(checkpoint_path: Path, precision: str, build: Callable[[Path],
                 raise
         return folder
     except BuildFailed as err:
-        _record_failure(failure, str(err))
+        if err.lasting:
+            _record_failure(failure, str(err))
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -107,12 +115,19 @@ def verified(folder: Path) -> bool:
 def _build_into(folder: Path, build: Callable[[Path], None]) -> None:
     try:
         build(folder)
-    except (MemoryError, KeyboardInterrupt):
+    except UserError:  # the checkpoint itself is refused (weights, size): the fallback would refuse it too
         raise
+    except (OSError, MemoryError) as err:  # this machine now, not the model: try again next run
+        raise BuildFailed(_reason(err), lasting=False) from err
     except Exception as err:  # noqa: BLE001 - any exporter/quantizer failure means: this model has no engine
-        raise BuildFailed(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]) from err
+        raise BuildFailed(_reason(err)) from err
     manifest = {"format": FORMAT, "sha256": {name: file_digest(folder / f"{name}.onnx") for name in GRAPHS}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def _reason(err: BaseException) -> str:
+    first_line = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first_line}"[:500]
 
 
 def _build_temporary(build: Callable[[Path], None], key: str) -> Path:

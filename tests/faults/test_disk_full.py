@@ -58,6 +58,9 @@ def test_translate_output_on_a_full_disk(model_dir: Path, tmp_path: Path, monkey
         def close(self) -> None:
             self.handle.close()
 
+    # os.fdopen is patched for the whole process: an engine built now would fail on it, so this test
+    # gets its own engine cache (and must not leave a failure record in the session's)
+    monkeypatch.setenv("CONVTRANS_ENGINE_CACHE", str(tmp_path / "engines"))
     monkeypatch.setattr(textio.os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
     out = tmp_path / "out.en"
     result = CliRunner().invoke(app, ["translate", "-m", str(model_dir), "--device", "cpu", "-o", str(out)],

@@ -282,3 +282,27 @@ def test_a_model_the_exporter_fails_on_takes_the_fallback(model_dir: Path, monke
     monkeypatch.setattr(graphs, "build", fails)
     model, _ = load_for_inference(model_dir, torch.device("cpu"), "auto")
     assert isinstance(model, TracedSteps)
+
+
+def test_a_refused_checkpoint_is_an_error_and_a_full_disk_is_not_remembered(
+        checkpoint_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the fallback would refuse too (bad weights, too big) is the user's one-line error;
+    a failure of this machine at this moment (ENOSPC) falls back without a record."""
+    import errno
+
+    from convtrans.errors import UserError
+
+    monkeypatch.setenv("CONVTRANS_ENGINE_CACHE", str(tmp_path / "cache"))
+
+    def refused(dest: Path) -> None:
+        raise UserError("weights do not match the config")
+
+    with pytest.raises(UserError, match="do not match"):
+        store.engine_folder(checkpoint_dir, "int8", refused)
+
+    def disk_full(dest: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(store.BuildFailed, match="No space"):
+        store.engine_folder(checkpoint_dir, "int8", disk_full)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.endswith(store.FAILED)]
