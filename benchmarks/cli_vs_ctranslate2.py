@@ -39,7 +39,8 @@ from convtrans.zoo import resolve_model  # noqa: E402
 CT2_CHILD = r"""
 import json, sys, time
 import ctranslate2, sentencepiece
-model, spm, lines, length = sys.argv[1], sys.argv[2], open(sys.argv[3], encoding="utf-8").read().splitlines(), int(sys.argv[4])
+model, spm, length = sys.argv[1], sys.argv[2], int(sys.argv[4])
+lines = open(sys.argv[3], encoding="utf-8").read().splitlines()
 translator = ctranslate2.Translator(model, device="cpu", compute_type="int8", intra_threads=1, inter_threads=1)
 sp = sentencepiece.SentencePieceProcessor(model_file=spm)
 translator.translate_batch([sp.encode(lines[0], out_type=str) + ["</s>"]], beam_size=1, max_decoding_length=4)

@@ -12,10 +12,13 @@ Engines:
 - ct2-fp32 / ct2-int8: CTranslate2 running a Transformer of transformer_multi30k_de_en's shape
   (random weights, seed 0), converted from the convtrans model below with the same weights
   (ct2_convert.py); the script checks both engines give the same log-probabilities first.
-- transformer: that same model in convtrans on the default path (int8 weights on a CPU,
-  inference/int8.py, decode steps traced, inference/traced.py); transformer-fp32: the exact
-  path (`--precision fp32`, steps traced too: the same numbers as eager).
-- dynamicconv / dynamicconv-fp32: the shipped models/dynamicconv_multi30k_de_en, default and exact.
+- transformer: that same model in convtrans on the default path (the compiled int8 engine,
+  convtrans/engine: ONNX Runtime); transformer-fp32: the exact path (`--precision fp32`, steps
+  traced: the same numbers as eager).
+- dynamicconv / dynamicconv-fp32: the shipped models/dynamicconv_multi30k_de_en, default and exact;
+  dynamicconv-fbgemm: the default path where onnxruntime is missing (fbgemm int8 Linears, traced
+  steps, inference/int8.py and traced.py), the default before the engine; dynamicconv-engine-fp32:
+  the engine's fp32 graphs (not on any default path; measured as a candidate for the exact one).
 - Any further model directory given with --model (default path; an exported directory as exported).
 
 Sources are the first --sentences lines of Multi30k test_2016_flickr (German), encoded with the
@@ -25,7 +28,6 @@ shipped sentencepiece model. Absolute numbers belong to this machine; the ratios
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import itertools
 import json
@@ -46,9 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ct2_convert import convert  # noqa: E402 - the benchmarks folder is not a package
 
+from convtrans.checkpoint import load_model  # noqa: E402
 from convtrans.config import GenerateConfig, load_preset  # noqa: E402
 from convtrans.data.corpus import read_lines  # noqa: E402
 from convtrans.data.tokenize import SubwordTokenizer  # noqa: E402
+from convtrans.engine import graphs  # noqa: E402
+from convtrans.engine.runtime import EngineModel  # noqa: E402
 from convtrans.inference.exported import load_for_inference  # noqa: E402
 from convtrans.inference.generate import generate  # noqa: E402
 from convtrans.inference.int8 import quantize_linears  # noqa: E402
@@ -131,6 +136,15 @@ def ct2_engine(model_dir: Path, pieces: list[str], compute_type: str, thread_cou
     return run
 
 
+def engine_of(model: EncoderDecoder, folder: Path) -> EngineModel:
+    """The default path's compiled int8 engine of an in-memory model (what load_for_inference
+    builds and caches for a checkpoint)."""
+    if not (folder / "step.onnx").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        graphs.build(model, folder, "int8")
+    return EngineModel(model.config, folder)
+
+
 def reference_transformer(tokenizer: SubwordTokenizer) -> EncoderDecoder:
     """The equal-size Transformer both engines run: transformer_multi30k_de_en's shape, random
     weights from seed 0, the shipped tokenizer's vocabulary."""
@@ -201,13 +215,29 @@ def main() -> None:
         "ct2-fp32": lambda: ct2_engine(ct2_fp32, pieces, "float32", threads),
         "ct2-int8": lambda: ct2_engine(ct2_int8, pieces, "int8", threads),
         # as load_for_inference prepares a checkpoint: int8 (default) or exact, steps traced on the CPU
-        "transformer": lambda: convtrans_engine(TracedSteps(quantize_linears(copy.deepcopy(transformer))),
+        "transformer": lambda: convtrans_engine(engine_of(transformer, work / "transformer-engine"),
                                                 config.pad_id, config.eos_id),
         "transformer-fp32": lambda: convtrans_engine(TracedSteps(transformer), config.pad_id, config.eos_id),
     }
     for name, precision in [(SHIPPED, "auto"), (SHIPPED, "fp32"), *((m, "auto") for m in args.model)]:
         label = Path(name).name.removesuffix("_multi30k_de_en") + ("-fp32" if precision == "fp32" else "")
         factories[label] = functools.partial(shipped_engine, name, precision)
+
+    def fbgemm_engine() -> Engine:
+        model, checkpoint = load_model(resolve_model(SHIPPED))
+        return convtrans_engine(TracedSteps(quantize_linears(model)), checkpoint.model_config.pad_id,
+                                checkpoint.model_config.eos_id)
+
+    def engine_fp32() -> Engine:  # the engine's fp32 graphs: a candidate for the exact path (within 1e-4)
+        model, checkpoint = load_model(resolve_model(SHIPPED))
+        folder = work / "dynamicconv-engine-fp32"
+        folder.mkdir()
+        graphs.build(model, folder, "fp32")
+        return convtrans_engine(EngineModel(model.config, folder), checkpoint.model_config.pad_id,
+                                checkpoint.model_config.eos_id)
+
+    factories["dynamicconv-fbgemm"] = fbgemm_engine
+    factories["dynamicconv-engine-fp32"] = engine_fp32
     if args.engines:
         factories = {k: v for k, v in factories.items() if k in args.engines.split(",")}
     if args.peak_memory:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from convtrans.config import ModelConfig
@@ -74,15 +73,11 @@ class EngineModel:
 
     def _run(self, name: str, *inputs: torch.Tensor) -> list[torch.Tensor]:
         session = self.sessions()[name]
-        names = GRAPH_INPUTS[name]
-        if name == "step":
-            names = names + [f"state_{i}" for i in range(len(inputs) - len(names))]
-        wanted = _input_names(session)
-        feed = {n: t.numpy() for n, t in zip(names, inputs) if n in wanted}  # graphs drop inputs they do not read
-        return [torch.from_numpy(np.asarray(out)) for out in session.run(None, feed)]
+        feed = {feed_name: inputs[i].contiguous().numpy() for feed_name, i in _feeds(session, name, len(inputs))}
+        return [torch.from_numpy(out) for out in session.run(None, feed)]
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        enc_out, enc_mask = self._run("encoder", src.contiguous())
+        enc_out, enc_mask = self._run("encoder", src)
         return enc_out, enc_mask.bool()
 
     def init_cache(self, enc_out: torch.Tensor, enc_mask: torch.Tensor) -> DecoderCache:
@@ -92,15 +87,21 @@ class EngineModel:
                     cache: DecoderCache | None = None) -> tuple[torch.Tensor, DecoderCache]:
         if cache is None:
             cache = self.init_cache(enc_out, enc_mask)
-        flat = [t.contiguous() for t in flat_state(cache)]
-        logits, *new_self = self._run("step", tokens.contiguous(), torch.tensor(cache.step), enc_out, enc_mask, *flat)
+        flat = flat_state(cache)
+        logits, *new_self = self._run("step", tokens, torch.tensor(cache.step), enc_out, enc_mask, *flat)
         cross = flat[len(new_self):]  # the step graph returns self states only (graphs.py); cross ones stay
         return logits, unflatten(cache.step + tokens.shape[1], new_self + cross, self.n_layers)
 
 
-def _input_names(session: Any) -> set[str]:
-    names = getattr(session, "_convtrans_inputs", None)
-    if names is None:
-        names = {arg.name for arg in session.get_inputs()}
-        session._convtrans_inputs = names
-    return names
+def _feeds(session: Any, graph: str, count: int) -> list[tuple[str, int]]:
+    """(input name, position among the call's inputs) of each input the session reads: the exporter
+    drops inputs a graph does not use (the step reads the cached cross keys, not enc_out).
+    Worked out once per session and arity: a decode step is a fraction of a millisecond."""
+    cached = getattr(session, "_convtrans_feeds", {})
+    if count not in cached:
+        names = GRAPH_INPUTS[graph] + ([f"state_{i}" for i in range(count - len(GRAPH_INPUTS[graph]))]
+                                       if graph == "step" else [])
+        wanted = {arg.name for arg in session.get_inputs()}
+        cached[count] = [(feed_name, i) for i, feed_name in enumerate(names) if feed_name in wanted]
+        session._convtrans_feeds = cached
+    return cached[count]
