@@ -27,9 +27,11 @@ GRAPH_INPUTS = {"encoder": ["src"], "init": ["enc_out", "enc_mask"], "step": ["t
 
 
 def session_options(threads: int) -> Any:
-    """One intra-op thread pool of `threads`. Its threads spin between ops (ONNX Runtime's default):
-    a step is a few hundred small ops, and waking a sleeping thread for each made a 160-row step
-    on 2 threads 1.1-1.6x slower here (13 vs 14-21 ms)."""
+    """One intra-op thread pool of `threads` whose threads sleep when idle. ONNX Runtime's default
+    is to spin: alone, a 160-row step on 2 threads was ~10% faster so (13 vs 14.5 ms), but inside
+    a decode the spinning threads take the cores from the search that runs between two steps
+    (torch ops on the same 2 cores): whole decodes ran 1.6-2.7x slower at batch 32
+    (1,853 vs 4,948 tokens/s at beam 1, batch 32; docs/decode_speed.md)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -39,7 +41,7 @@ def session_options(threads: int) -> Any:
     # the graphs were optimized when the engine was built (graphs.optimize): loading skips that
     # work (3 sessions: 40 instead of 135 ms, a third of what a one-line translate waits for them)
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # warnings about unused initializers are not the user's concern
     return options
 
