@@ -23,35 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from convtrans.inference.decode_state import flat_state, rebuild
-from convtrans.inference.export import _examples, _export_onnx, step_inputs
+from convtrans.inference.export import _examples, _export_onnx, _Step, step_inputs
 from convtrans.model import EncoderDecoder
 from convtrans.nn.attention import plain_attention
-from convtrans.nn.cache import DecoderCache
 
 GRAPHS = ("encoder", "init", "step")
 PRECISIONS = ("int8", "fp32")
 
 
-class SelfStateStep(nn.Module):
+class SelfStateStep(_Step):
     """The export's step, returning (logits, *new self states) without the unchanged cross states."""
-
-    def __init__(self, model: EncoderDecoder, self_structure: list[Any], cross_structure: list[Any]) -> None:
-        super().__init__()
-        self.model, self.self_structure, self.cross_structure = model, self_structure, cross_structure
 
     def forward(self, tokens: torch.Tensor, step: torch.Tensor, enc_out: torch.Tensor, enc_mask: torch.Tensor,
                 *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        tensors = list(state)
-        self_states = [rebuild(s, tensors) for s in self.self_structure]
-        cross_states = [rebuild(s, tensors) for s in self.cross_structure]
-        cache = DecoderCache(step, self_states, cross_states)  # type: ignore[arg-type]  # traced: step is a 0-d tensor
-        logits, cache = self.model.decode_step(tokens, enc_out, enc_mask, cache)
-        n_cross = 2 * len(self.cross_structure)
-        new_state = flat_state(cache)
-        return (logits, *new_state[: len(new_state) - n_cross])
+        outputs = super().forward(tokens, step, enc_out, enc_mask, *state)
+        return outputs[: len(outputs) - 2 * len(self.cross_structure)]
 
 
 def build(model: EncoderDecoder, folder: Path, precision: str) -> None:
