@@ -75,7 +75,7 @@ class EngineModel:
 
     def _run(self, name: str, *inputs: torch.Tensor) -> list[torch.Tensor]:
         session = self.sessions()[name]
-        feed = {feed_name: inputs[i].contiguous().numpy() for feed_name, i in _feeds(session, name, len(inputs))}
+        feed = {feed_name: inputs[i].contiguous().numpy() for feed_name, i in feeds_of(session, name, len(inputs))}
         return [torch.from_numpy(out) for out in session.run(None, feed)]
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +95,7 @@ class EngineModel:
         return logits, unflatten(cache.step + tokens.shape[1], new_self + cross, self.n_layers)
 
 
-def _feeds(session: Any, graph: str, count: int) -> list[tuple[str, int]]:
+def feeds_of(session: Any, graph: str, count: int) -> list[tuple[str, int]]:
     """(input name, position among the call's inputs) of each input the session reads: the exporter
     drops inputs a graph does not use (the step reads the cached cross keys, not enc_out).
     Worked out once per session and arity: a decode step is a fraction of a millisecond."""

@@ -54,13 +54,10 @@ class ExportedModel:
         if self.format == "torchscript":
             outputs = self.graphs[name](*inputs)
             return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+        from convtrans.engine.runtime import feeds_of  # the same graph inputs as the engine's (by name)
+
         session = self.graphs[name]
-        # the exporter drops inputs a graph does not read (the step reads cached cross keys/values,
-        # not enc_out), so feed by name
-        names = {"encoder": ["src"], "init": ["enc_out", "enc_mask"],
-                 "step": ["tokens", "step", "enc_out", "enc_mask"] + [f"state_{i}" for i in range(len(inputs) - 4)]}[name]
-        wanted = {arg.name for arg in session.get_inputs()}
-        feed = {n: t.cpu().numpy() for n, t in zip(names, inputs) if n in wanted}
+        feed = {feed_name: inputs[i].cpu().numpy() for feed_name, i in feeds_of(session, name, len(inputs))}
         return [torch.from_numpy(np.asarray(o)).to(self.device) for o in session.run(None, feed)]
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
